@@ -1,0 +1,34 @@
+"""Stage detect_gaps: which symbols in symbols.json have no history in the dataset yet."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from pipeline.config import Config
+from pipeline.stage import main
+from pipeline.store import dataset_symbols, write_text
+from pipeline.symbols import preview, read_symbols, render_list
+
+log = logging.getLogger(__name__)
+
+
+def find_gaps(symbols: Iterable[str], tracked: set[str]) -> list[str]:
+    return sorted(set(symbols) - tracked)
+
+
+def run(config: Config) -> None:
+    symbols = read_symbols(config.paths.symbols)
+    tracked = dataset_symbols(config.paths.dataset)
+    gaps = find_gaps(symbols, tracked)
+    write_text(config.paths.gaps, render_list(gaps))
+    log.info(
+        "%d of %d symbols need their full history%s",
+        len(gaps),
+        len(symbols),
+        f": {preview(gaps)}" if gaps else "",
+    )
+
+
+if __name__ == "__main__":
+    main("detect_gaps", run)

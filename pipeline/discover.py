@@ -1,0 +1,49 @@
+"""Stage discover: list the symbol folders on Binance Vision and write symbols.json."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+from pipeline.stage import main
+from pipeline.symbols import in_scope, preview, read_symbols, write_symbols
+from pipeline.vision import Layout, VisionClient
+
+log = logging.getLogger(__name__)
+
+
+def discover_symbols(client: VisionClient, layout: Layout, config: Config) -> list[str]:
+    """Every symbol folder under the dataset's root, filtered to the configured contracts."""
+    prefixes = client.list_common_prefixes(layout.root, subject="symbols")
+    return in_scope((layout.symbol_of(p) for p in prefixes), config.dataset.contracts)
+
+
+def run(config: Config) -> None:
+    layout = Layout.from_config(config)
+    with VisionClient.from_config(config) as client:
+        symbols = discover_symbols(client, layout, config)
+        requests = client.requests
+    if not symbols:
+        raise PipelineError(
+            f"no symbols under {layout.root} at {config.vision.listing_url}: "
+            "check vision.listing_url, dataset.market and dataset.data_type"
+        )
+    path = config.paths.symbols
+    previous = set(read_symbols(path)) if path.exists() else set()
+    changed = write_symbols(path, symbols)
+    new, gone = set(symbols) - previous, previous - set(symbols)
+    log.info(
+        "discovered %d symbols with %d requests: %d new%s, %d no longer listed; %s %s",
+        len(symbols),
+        requests,
+        len(new),
+        f" ({preview(new)})" if new else "",
+        len(gone),
+        path,
+        "rewritten" if changed else "unchanged",
+    )
+
+
+if __name__ == "__main__":
+    main("discover", run)

@@ -1,0 +1,250 @@
+"""The prober: which daily files exist for (symbol, date range) pairs, listed on a thread pool.
+
+Every listing page holds ~500 days of one symbol. A long history is not listed as one serial
+chain of pages: after its first page, a symbol's remaining days are split into page-sized
+chunks listed in parallel, so wall time approaches pages * latency / workers. To avoid paying
+for empty chunks after a delisting, the last chunk is listed first: if the symbol has no file
+there, the rest is followed page by page instead (it ends somewhere before).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+from tqdm import tqdm
+
+from pipeline.store import SCHEMA
+from pipeline.vision import PAGE_SIZE, Layout, ListedObject, ListingPage, VisionClient
+
+log = logging.getLogger(__name__)
+
+# Each day has two keys (the zip and its .CHECKSUM), so a full page spans this many days.
+PAGE_DAYS = PAGE_SIZE // 2
+ONE_DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ProbeRange:
+    """Probe `symbol` for every date from `first` through `last`, inclusive."""
+
+    symbol: str
+    first: dt.date
+    last: dt.date
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    symbols: int
+    requests: int
+    retries: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One unit of listing work for a symbol.
+
+    head: the first page only, then plan the rest; tail: the last chunk, then the middle;
+    segment: pages until past `last`. `gap` is the span the head left for the tail to plan.
+    """
+
+    kind: Literal["head", "tail", "segment"]
+    symbol: str
+    first: dt.date
+    last: dt.date
+    gap: tuple[dt.date, dt.date] | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    files: dict[dt.date, ListedObject]
+    followups: list[_Task]
+
+
+def probe(
+    client: VisionClient,
+    layout: Layout,
+    ranges: Sequence[ProbeRange],
+    *,
+    workers: int,
+    probed_at: dt.datetime,
+) -> tuple[pl.DataFrame, ProbeStats]:
+    """Rows in the dataset schema for every (symbol, date) of `ranges`, and what it cost.
+
+    Raises VisionError (naming the symbol, URL and status) if any listing fails for good;
+    then no rows are returned at all.
+    """
+    started = time.monotonic()
+    requests_before, retries_before = client.requests, client.retries
+    found = _list_all(client, layout, ranges, workers=workers)
+    rows = _to_rows(ranges, found, probed_at)
+    stats = ProbeStats(
+        symbols=len(ranges),
+        requests=client.requests - requests_before,
+        retries=client.retries - retries_before,
+        seconds=time.monotonic() - started,
+    )
+    return rows, stats
+
+
+def _list_all(
+    client: VisionClient, layout: Layout, ranges: Sequence[ProbeRange], *, workers: int
+) -> dict[str, dict[dt.date, ListedObject]]:
+    found: dict[str, dict[dt.date, ListedObject]] = defaultdict(dict)
+    outstanding: Counter[str] = Counter()
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool,
+        tqdm(total=len(ranges), unit="symbol", desc="probing", disable=None) as progress,
+    ):
+        pending: dict[Future[_Outcome], _Task] = {}
+
+        def submit(tasks: Iterable[_Task]) -> None:
+            for task in tasks:
+                outstanding[task.symbol] += 1
+                pending[pool.submit(_run, client, layout, task)] = task
+
+        submit(_Task("head", r.symbol, r.first, r.last) for r in ranges if r.first <= r.last)
+        progress.update(sum(1 for r in ranges if r.first > r.last))
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = pending.pop(future)
+                    outcome = future.result()
+                    found[task.symbol].update(outcome.files)
+                    submit(outcome.followups)
+                    outstanding[task.symbol] -= 1
+                    if outstanding[task.symbol] == 0:
+                        progress.update(1)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return found
+
+
+def _run(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
+    if task.kind == "head":
+        return _run_head(client, layout, task)
+    files = _list_segment(client, layout, task)
+    if task.kind == "segment":
+        return _Outcome(files, [])
+    return _Outcome(files, _plan_middle(task, tail_has_files=bool(files)))
+
+
+def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
+    page = client.list_page(
+        layout.symbol_prefix(task.symbol),
+        start_after=layout.start_after(task.symbol, task.first),
+        subject=task.symbol,
+    )
+    files = _files_in(layout, task, page)
+    reached = _last_day(layout, task.symbol, page)
+    if not page.is_truncated or reached is None or reached >= task.last:
+        if page.is_truncated and reached is None:
+            # A full page with no daily zip on it: nothing to plan with, so follow it serially.
+            return _Outcome(files, [_Task("segment", task.symbol, task.first, task.last)])
+        return _Outcome(files, [])
+    rest_first = reached + ONE_DAY
+    tail_first = max(rest_first, task.last - dt.timedelta(days=PAGE_DAYS - 1))
+    if tail_first == rest_first:
+        return _Outcome(files, [_Task("segment", task.symbol, rest_first, task.last)])
+    gap = (rest_first, tail_first - ONE_DAY)
+    return _Outcome(files, [_Task("tail", task.symbol, tail_first, task.last, gap=gap)])
+
+
+def _plan_middle(tail: _Task, *, tail_has_files: bool) -> list[_Task]:
+    """Chunks between the head and the tail: parallel if the symbol is alive at the end."""
+    assert tail.gap is not None
+    first, last = tail.gap
+    if not tail_has_files:
+        return [_Task("segment", tail.symbol, first, last)]
+    chunks = []
+    while first <= last:
+        chunk_last = min(first + dt.timedelta(days=PAGE_DAYS - 1), last)
+        chunks.append(_Task("segment", tail.symbol, first, chunk_last))
+        first = chunk_last + ONE_DAY
+    return chunks
+
+
+def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> dict[dt.date, ListedObject]:
+    files: dict[dt.date, ListedObject] = {}
+    pages = client.iter_pages(
+        layout.symbol_prefix(task.symbol),
+        start_after=layout.start_after(task.symbol, task.first),
+        subject=task.symbol,
+    )
+    for page in pages:
+        files.update(_files_in(layout, task, page))
+        reached = _last_day(layout, task.symbol, page)
+        if reached is not None and reached >= task.last:
+            break
+    return files
+
+
+def _files_in(layout: Layout, task: _Task, page: ListingPage) -> dict[dt.date, ListedObject]:
+    files = {}
+    for obj in page.objects:
+        day = layout.day_of(task.symbol, obj.key)
+        if day is not None and task.first <= day <= task.last:
+            files[day] = obj
+    return files
+
+
+def _last_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:
+    for obj in reversed(page.objects):
+        day = layout.day_of(symbol, obj.key)
+        if day is not None:
+            return day
+    return None
+
+
+def _to_rows(
+    ranges: Sequence[ProbeRange],
+    found: dict[str, dict[dt.date, ListedObject]],
+    probed_at: dt.datetime,
+) -> pl.DataFrame:
+    listed = [(symbol, day, obj) for symbol, files in found.items() for day, obj in files.items()]
+    files = pl.DataFrame(
+        {
+            "symbol": [symbol for symbol, _, _ in listed],
+            "date": [day for _, day, _ in listed],
+            "file_size_bytes": [obj.size for _, _, obj in listed],
+            "last_modified": [obj.last_modified for _, _, obj in listed],
+            "etag": [obj.etag for _, _, obj in listed],
+        },
+        schema={
+            name: SCHEMA[name]
+            for name in ("symbol", "date", "file_size_bytes", "last_modified", "etag")
+        },
+    )
+    grid = (
+        pl.DataFrame(
+            {
+                "symbol": [r.symbol for r in ranges],
+                "first": [r.first for r in ranges],
+                "last": [r.last for r in ranges],
+            },
+            schema={"symbol": pl.String, "first": pl.Date, "last": pl.Date},
+        )
+        .filter(pl.col("first") <= pl.col("last"))
+        .select("symbol", pl.date_ranges("first", "last").alias("date"))
+        .explode("date")
+    )
+    return (
+        grid.join(files, on=["symbol", "date"], how="left")
+        .with_columns(
+            available=pl.col("file_size_bytes").is_not_null(),
+            probe_timestamp=pl.lit(probed_at, dtype=SCHEMA["probe_timestamp"]),
+        )
+        .select(list(SCHEMA))
+        .sort("date", "symbol")
+    )

@@ -1,0 +1,41 @@
+"""What every stage entry point shares: params, logging, timing, and one-line failures."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError
+from pipeline.logs import setup_logging
+
+FALLBACK_LOG = Path("logs/pipeline.log")
+
+
+def run_stage(
+    name: str, body: Callable[[Config], None], *, params: Path = Path("params.yaml")
+) -> int:
+    """Run `body` with the validated params; turn a PipelineError into one line and exit 1."""
+    setup_logging(name, FALLBACK_LOG)
+    log = logging.getLogger(f"pipeline.{name}")
+    started = time.monotonic()
+    try:
+        config = load_config(params)
+        if config.paths.log != FALLBACK_LOG:
+            setup_logging(name, config.paths.log)
+        body(config)
+    except PipelineError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted; nothing was written by the unfinished step")
+        return 130
+    log.info("done in %.1fs", time.monotonic() - started)
+    return 0
+
+
+def main(name: str, body: Callable[[Config], None]) -> None:
+    sys.exit(run_stage(name, body))

@@ -1,0 +1,362 @@
+"""The Binance Vision client: where files live, listing them page by page, and retries.
+
+Binance Vision is an S3 bucket. A daily file's existence, size, ETag and Last-Modified all come
+from the S3 listing of its symbol's folder, one page per ~500 days, which is why this project
+lists instead of sending one HEAD per (symbol, date).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from pipeline.config import KLINE_DATA_TYPES, Config
+from pipeline.errors import PipelineError
+
+S3_NAMESPACE = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+# S3 returns at most this many entries per listing page, whatever max-keys asks for.
+PAGE_SIZE = 1000
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+XML_CONTENT_TYPES = ("application/xml", "text/xml")
+
+
+class VisionError(PipelineError):
+    """A listing request failed for good, or its answer could not be understood."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one dataset's daily files live in the bucket, and how they are named."""
+
+    market: str
+    data_type: str
+    interval: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> Layout:
+        ds = config.dataset
+        return cls(market=ds.market, data_type=ds.data_type, interval=ds.interval)
+
+    @property
+    def root(self) -> str:
+        """The folder whose subfolders are the symbols."""
+        return f"data/futures/{self.market}/daily/{self.data_type}/"
+
+    def _has_interval(self) -> bool:
+        return self.data_type in KLINE_DATA_TYPES
+
+    def symbol_prefix(self, symbol: str) -> str:
+        folder = f"{symbol}/{self.interval}/" if self._has_interval() else f"{symbol}/"
+        return self.root + folder
+
+    def _stem(self, symbol: str) -> str:
+        kind = self.interval if self._has_interval() else self.data_type
+        return f"{self.symbol_prefix(symbol)}{symbol}-{kind}-"
+
+    def start_after(self, symbol: str, day: dt.date) -> str:
+        """A listing start that sorts after every key of earlier days and before `day`'s keys."""
+        return self._stem(symbol) + day.isoformat()
+
+    def day_of(self, symbol: str, key: str) -> dt.date | None:
+        """The date of a daily zip of `symbol`; None for anything else (checksums, strays)."""
+        stem = self._stem(symbol)
+        if not (key.startswith(stem) and key.endswith(".zip")):
+            return None
+        try:
+            return dt.date.fromisoformat(key[len(stem) : -len(".zip")])
+        except ValueError:
+            return None
+
+    def symbol_of(self, common_prefix: str) -> str:
+        return common_prefix[len(self.root) :].rstrip("/")
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+    etag: str
+    last_modified: dt.datetime
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    objects: list[ListedObject]
+    common_prefixes: list[str]
+    is_truncated: bool
+    continuation: str | None
+    """What the next page's request continues from (V2 token or V1 marker); None at the end."""
+
+    @property
+    def last_key(self) -> str | None:
+        return self.objects[-1].key if self.objects else None
+
+
+EMPTY_PAGE = ListingPage(objects=[], common_prefixes=[], is_truncated=False, continuation=None)
+
+
+class VisionClient:
+    """Lists the bucket over one pooled session, retrying transient failures.
+
+    Thread-safe: the prober shares one client across its worker threads.
+    """
+
+    def __init__(
+        self,
+        listing_url: str,
+        *,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float,
+        pool_size: int,
+        list_api: int = 2,
+    ) -> None:
+        self.listing_url = listing_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.list_api = list_api
+        self.session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=1,
+            pool_maxsize=pool_size,
+            pool_block=True,
+            max_retries=Retry(
+                total=retries,
+                connect=retries,
+                read=retries,
+                status=retries,
+                other=0,
+                backoff_factor=backoff_s,
+                backoff_jitter=backoff_s,
+                backoff_max=max(backoff_s * 8, 1.0),
+                status_forcelist=RETRY_STATUSES,
+                allowed_methods=frozenset({"GET"}),
+                respect_retry_after_header=True,
+                raise_on_status=False,
+            ),
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> VisionClient:
+        probe = config.probe
+        return cls(
+            config.vision.listing_url,
+            timeout_s=probe.timeout_s,
+            retries=probe.retries,
+            backoff_s=probe.backoff_s,
+            pool_size=probe.workers,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> VisionClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def iter_pages(
+        self,
+        prefix: str,
+        *,
+        start_after: str | None = None,
+        delimiter: str | None = None,
+        subject: str,
+    ) -> Iterator[ListingPage]:
+        """Pages of a listing, in key order, until the end; stop consuming to stop listing.
+
+        `subject` names what is being listed (a symbol, "symbols") in error messages.
+        """
+        continuation: str | None = None
+        while True:
+            page = self.list_page(
+                prefix,
+                start_after=start_after,
+                delimiter=delimiter,
+                continuation=continuation,
+                subject=subject,
+            )
+            yield page
+            if not page.is_truncated:
+                return
+            if page.continuation is None:
+                raise VisionError(
+                    f"{subject}: truncated listing of {prefix} gave nothing to continue from"
+                )
+            continuation = page.continuation
+
+    def list_common_prefixes(self, prefix: str, *, subject: str) -> list[str]:
+        """Every folder directly under `prefix`, following pagination to the end."""
+        return [
+            common
+            for page in self.iter_pages(prefix, delimiter="/", subject=subject)
+            for common in page.common_prefixes
+        ]
+
+    def list_page(
+        self,
+        prefix: str,
+        *,
+        start_after: str | None = None,
+        delimiter: str | None = None,
+        continuation: str | None = None,
+        subject: str,
+    ) -> ListingPage:
+        params = self._page_params(prefix, start_after, delimiter, continuation)
+        response = self._get(params, subject)
+        if response.status_code == 404:
+            # Binance Vision answers 404 for a folder that holds no files.
+            return EMPTY_PAGE
+        if response.status_code != 200:
+            raise VisionError(
+                f"{subject}: listing failed with HTTP {response.status_code}"
+                f"{_s3_error_code(response.content)} from {response.url}"
+            )
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type not in XML_CONTENT_TYPES:
+            raise VisionError(
+                f"{subject}: listing answered HTTP 200 with content type {content_type!r}, "
+                f"not XML, from {response.url}"
+            )
+        try:
+            return parse_listing(response.content, list_api=self.list_api)
+        except ListingParseError as exc:
+            raise VisionError(
+                f"{subject}: unreadable listing (HTTP 200, {exc}) from {response.url}"
+            ) from None
+
+    def _page_params(
+        self,
+        prefix: str,
+        start_after: str | None,
+        delimiter: str | None,
+        continuation: str | None,
+    ) -> dict[str, str]:
+        params = {"prefix": prefix, "encoding-type": "url", "max-keys": str(PAGE_SIZE)}
+        if delimiter:
+            params["delimiter"] = delimiter
+        if self.list_api == 2:
+            params["list-type"] = "2"
+            if continuation:
+                params["continuation-token"] = continuation
+            elif start_after:
+                params["start-after"] = start_after
+        elif continuation or start_after:
+            params["marker"] = continuation or start_after or ""
+        return params
+
+    def _get(self, params: dict[str, str], subject: str) -> requests.Response:
+        url = self.listing_url + "/"
+        try:
+            response = self.session.get(url, params=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            self._count(attempts=1 + self.session.get_adapter(url).max_retries.total)
+            shown = requests.Request("GET", url, params=params).prepare().url
+            raise VisionError(
+                f"{subject}: listing failed after retries ({_reason(exc)}) from {shown}"
+            ) from None
+        history = getattr(getattr(response.raw, "retries", None), "history", ())
+        self._count(attempts=1 + len(history))
+        return response
+
+    def _count(self, *, attempts: int) -> None:
+        with self._lock:
+            self.requests += attempts
+            self.retries += attempts - 1
+
+
+class ListingParseError(Exception):
+    """The body of a listing is not a ListBucketResult we can read."""
+
+
+def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
+    """Parse one ListObjects (V1 or V2) page, decoding `encoding-type=url` names."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise ListingParseError(f"malformed XML: {exc}") from None
+    if root.tag == "Error":
+        raise ListingParseError(f"S3 error {root.findtext('Code', '?')}")
+    if root.tag != f"{S3_NAMESPACE}ListBucketResult":
+        raise ListingParseError(f"unexpected root element {root.tag!r}")
+    ns = S3_NAMESPACE
+    decode = unquote if root.findtext(f"{ns}EncodingType") == "url" else _identity
+    try:
+        objects = [
+            ListedObject(
+                key=decode(item.findtext(f"{ns}Key") or ""),
+                size=int(item.findtext(f"{ns}Size") or ""),
+                etag=(item.findtext(f"{ns}ETag") or "").strip('"'),
+                last_modified=dt.datetime.fromisoformat(item.findtext(f"{ns}LastModified") or ""),
+            )
+            for item in root.iterfind(f"{ns}Contents")
+        ]
+    except ValueError as exc:
+        raise ListingParseError(f"bad object entry: {exc}") from None
+    common_prefixes = [
+        decode(node.text or "") for node in root.iterfind(f"{ns}CommonPrefixes/{ns}Prefix")
+    ]
+    truncated_text = root.findtext(f"{ns}IsTruncated")
+    if truncated_text not in ("true", "false"):
+        raise ListingParseError("missing IsTruncated")
+    is_truncated = truncated_text == "true"
+    return ListingPage(
+        objects=objects,
+        common_prefixes=common_prefixes,
+        is_truncated=is_truncated,
+        continuation=_continuation(root, decode, objects, common_prefixes, list_api)
+        if is_truncated
+        else None,
+    )
+
+
+def _continuation(
+    root: ET.Element,
+    decode: Callable[[str], str],
+    objects: list[ListedObject],
+    common_prefixes: list[str],
+    list_api: int,
+) -> str | None:
+    if list_api == 2:
+        return root.findtext(f"{S3_NAMESPACE}NextContinuationToken")
+    # V1: S3 sends NextMarker only with a delimiter; otherwise continue from the last key.
+    next_marker = root.findtext(f"{S3_NAMESPACE}NextMarker")
+    if next_marker:
+        return decode(next_marker)
+    return max([o.key for o in objects[-1:]] + common_prefixes[-1:], default=None)
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def _s3_error_code(body: bytes) -> str:
+    try:
+        code = ET.fromstring(body).findtext("Code")
+    except ET.ParseError:
+        return ""
+    return f" ({code})" if code else ""
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """A short cause: requests' own messages nest whole tracebacks-worth of reprs."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.RetryError):
+        return "too many retries"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    return type(exc).__name__
