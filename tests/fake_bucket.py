@@ -1,0 +1,66 @@
+"""A minimal in-memory bucket behind `responses`: ListObjectsV2 over a sorted key list.
+
+Unit tests use it to count requests exactly; end-to-end tests use the real emulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from urllib.parse import parse_qs, urlsplit
+
+import responses
+
+from pipeline.vision import Layout
+from tests.s3xml import listing
+
+LAYOUT = Layout(market="um", data_type="klines", interval="1m")
+
+
+class FakeBucket:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.keys: list[str] = []
+        self.prefixes: list[str] = []
+
+    def add_days(self, symbol: str, first: str, last: str, *, skip: tuple[str, ...] = ()) -> None:
+        day, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+        while day <= end:
+            if day.isoformat() not in skip:
+                name = LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip"
+                self.keys += [name, name + ".CHECKSUM"]
+            day += dt.timedelta(days=1)
+        self.keys.sort()
+
+    def register(self, mock: responses.RequestsMock | None = None) -> None:
+        (mock or responses).add_callback(responses.GET, self.url + "/", callback=self._answer)
+
+    def list_calls(self, symbol: str) -> int:
+        prefix = LAYOUT.symbol_prefix(symbol)
+        return sum(
+            parse_qs(urlsplit(call.request.url).query).get("prefix") == [prefix]
+            for call in responses.calls
+        )
+
+    def _answer(self, request) -> tuple[int, dict[str, str], str]:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        prefix = query.get("prefix", "")
+        after = query.get("continuation-token") or query.get("start-after") or ""
+        if query.get("delimiter") == "/":
+            folders = sorted(
+                {
+                    prefix + k[len(prefix) :].split("/")[0] + "/"
+                    for k in self.keys
+                    if k.startswith(prefix)
+                }
+            )
+            return (
+                200,
+                {"Content-Type": "application/xml"},
+                listing(common_prefixes=folders, prefix=prefix),
+            )
+        start = bisect.bisect_right(self.keys, after)
+        matching = [k for k in self.keys[start : start + 1001] if k.startswith(prefix)]
+        page, more = matching[:1000], len(matching) > 1000
+        body = listing(page, prefix=prefix, truncated=more, token=page[-1] if more else None)
+        return 200, {"Content-Type": "application/xml"}, body

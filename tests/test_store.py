@@ -1,0 +1,143 @@
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from pipeline.store import (
+    SCHEMA,
+    StoreError,
+    empty,
+    merge,
+    partition_files,
+    read_dataset,
+    trim_to_first_file,
+    write_dataset,
+    write_parquet,
+)
+from tests.rows import T0, frame, row
+
+T1 = T0 + dt.timedelta(days=1)
+
+
+def test_newest_probe_wins_and_keys_are_unique():
+    old = frame(row("2024-01-01", "A"), row("2024-01-02", "A", False))
+    new = frame(row("2024-01-02", "A", probed=T1, size=555))
+    merged = merge(old, new)
+    assert merged.select("date", "symbol", "available", "file_size_bytes").rows() == [
+        (dt.date(2024, 1, 1), "A", True, 100),
+        (dt.date(2024, 1, 2), "A", True, 555),
+    ]
+
+
+def test_an_older_probe_never_overwrites_a_newer_one_whatever_the_order():
+    newer = frame(row("2024-01-02", "A", False, probed=T1), row("2024-01-01", "A"))
+    older = frame(row("2024-01-02", "A", probed=T0, size=7))
+    assert merge(newer, older).equals(merge(older, newer))
+    assert merge(newer, older).filter(pl.col("date") == dt.date(2024, 1, 2))[
+        "available"
+    ].to_list() == [False]
+
+
+def test_equal_timestamps_go_to_the_later_frame():
+    first = frame(row("2024-01-01", "A", size=1))
+    second = frame(row("2024-01-01", "A", size=2))
+    assert merge(first, second)["file_size_bytes"].to_list() == [2]
+
+
+def test_merge_is_idempotent_and_sorted():
+    data = frame(row("2024-01-02", "B"), row("2024-01-01", "B"), row("2024-01-01", "A"))
+    once = merge(data)
+    assert merge(once, data).equals(once)
+    assert once.select("date", "symbol").rows() == sorted(once.select("date", "symbol").rows())
+    assert dict(once.schema) == SCHEMA
+
+
+def test_rows_before_a_symbols_first_file_are_dropped():
+    probes = frame(
+        row("2024-01-01", "NEW", False),
+        row("2024-01-02", "NEW", False),
+        row("2024-01-03", "NEW"),
+        row("2024-01-04", "NEW", False),
+        row("2024-01-01", "NEVER", False),
+    )
+    kept = trim_to_first_file(probes)
+    assert kept.select("date", "symbol", "available").rows() == [
+        (dt.date(2024, 1, 3), "NEW", True),
+        (dt.date(2024, 1, 4), "NEW", False),
+    ]
+    assert merge(probes).equals(kept)
+
+
+def test_write_dataset_partitions_by_month_and_reads_back(tmp_path):
+    rows = merge(
+        frame(row("2024-01-31", "A"), row("2024-02-01", "A"), row("2024-02-01", "币安人生USDT"))
+    )
+    months = write_dataset(rows, tmp_path / "ds", previous=empty())
+    assert months == ["2024-01", "2024-02"]
+    assert [p.name for p in partition_files(tmp_path / "ds")] == [
+        "2024-01.parquet",
+        "2024-02.parquet",
+    ]
+    assert pl.read_parquet(tmp_path / "ds" / "**" / "*.parquet").equals(rows)
+    assert read_dataset(tmp_path / "ds").equals(rows)
+
+
+def test_only_changed_months_are_rewritten_and_unchanged_bytes_stay(tmp_path):
+    ds = tmp_path / "ds"
+    before = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
+    write_dataset(before, ds, previous=empty())
+    january = (ds / "2024-01.parquet").stat()
+    after = merge(before, frame(row("2024-02-01", "A", False, probed=T1)))
+    assert write_dataset(after, ds, previous=read_dataset(ds)) == ["2024-02"]
+    assert (ds / "2024-01.parquet").stat().st_mtime_ns == january.st_mtime_ns
+    assert write_dataset(after, ds, previous=read_dataset(ds)) == []
+
+
+def test_identical_rows_give_byte_identical_files(tmp_path):
+    rows = merge(frame(row("2024-01-02", "B"), row("2024-01-01", "A")))
+    write_parquet(rows, tmp_path / "one.parquet")
+    write_parquet(rows.reverse(), tmp_path / "two.parquet")
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "2024-01.parquet"
+    write_parquet(merge(frame(row("2024-01-01", "A"))), path)
+    original = path.read_bytes()
+
+    def explode(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", explode)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet(merge(frame(row("2024-01-01", "B"))), path)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["2024-01.parquet"]
+
+
+def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
+    assert read_dataset(tmp_path / "ds", lock=tmp_path / "dvc.lock").is_empty()
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  update:\n    cmd: python -m pipeline.update\n"
+        "    outs:\n    - path: " + str(tmp_path / "ds") + "\n      hash: md5\n"
+    )
+    with pytest.raises(
+        StoreError, match=r"recorded in .*dvc.lock but missing here: run `dvc pull`"
+    ):
+        read_dataset(tmp_path / "ds", lock=tmp_path / "dvc.lock")
+
+
+def test_damaged_partitions_are_refused_with_the_fix(tmp_path):
+    ds = tmp_path / "ds"
+    write_dataset(merge(frame(row("2024-01-01", "A"))), ds, previous=empty())
+    path = ds / "2024-01.parquet"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(
+        StoreError, match=r"2024-01.parquet is not a readable Parquet file .*dvc checkout"
+    ):
+        read_dataset(ds)
+    pl.DataFrame({"date": [dt.date(2024, 1, 1)], "symbol": ["A"]}).write_parquet(path)
+    with pytest.raises(
+        StoreError, match=r"has columns date:Date, symbol:String, expected date:Date"
+    ):
+        read_dataset(ds)

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from pipeline.symbols import (
+    SymbolsError,
+    in_scope,
+    is_delivery,
+    preview,
+    read_symbols,
+    render,
+    write_symbols,
+)
+
+REAL = [
+    "BTCUSDT",
+    "BTCUSDT_250328",
+    "ETHUSDT",
+    "ETHUSDT_260925",
+    "币安人生USDT",
+    "AERGOUSDTSETTLED",
+]
+
+
+def test_delivery_contracts_are_recognised_by_their_expiry_suffix():
+    assert [s for s in REAL if is_delivery(s)] == ["BTCUSDT_250328", "ETHUSDT_260925"]
+    assert not is_delivery("BTCUSD_PERP")
+    assert not is_delivery("BTCUSDT_2503")
+
+
+def test_scope_filters_delivery_and_sorts_by_code_point():
+    assert in_scope(REAL, "perpetual") == ["AERGOUSDTSETTLED", "BTCUSDT", "ETHUSDT", "币安人生USDT"]
+    assert in_scope(REAL + ["BTCUSDT"], "all") == sorted(set(REAL))
+
+
+def test_rendering_is_canonical_utf8_with_nothing_that_changes_by_itself():
+    text = render(["币安人生USDT", "BTCUSDT"])
+    assert text == '{\n  "symbols": [\n    "BTCUSDT",\n    "币安人生USDT"\n  ]\n}\n'
+
+
+def test_unchanged_list_leaves_the_file_untouched(tmp_path):
+    path = tmp_path / "symbols.json"
+    assert write_symbols(path, ["B", "A"]) is True
+    mtime = path.stat().st_mtime_ns
+    assert write_symbols(path, ["A", "B"]) is False
+    assert path.stat().st_mtime_ns == mtime
+    assert read_symbols(path) == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", r"is not valid JSON \(line 1, column 2\)"),
+        ('["A"]', r'must be an object \{"symbols": \[...\]\}'),
+        ('{"symbols": ["A", 3]}', "with a list of strings"),
+        ('{"symbols": ["A", ""]}', "has an empty or malformed symbol name"),
+        ('{"symbols": ["A", "B", "A"]}', "lists A more than once"),
+        ('{"symbols": ["B", "A"]}', "is not sorted"),
+    ],
+)
+def test_hand_edited_lists_are_refused_with_how_to_fix(tmp_path, content, message):
+    path = tmp_path / "symbols.json"
+    path.write_text(content)
+    with pytest.raises(SymbolsError, match=message):
+        read_symbols(path)
+
+
+def test_committed_symbols_json_is_valid_and_canonical():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "symbols.json"
+    symbols = read_symbols(path)
+    assert len(symbols) >= 900
+    assert "币安人生USDT" in symbols
+    assert not any(is_delivery(s) for s in symbols)
+    assert path.read_text(encoding="utf-8") == render(json.loads(path.read_text())["symbols"])
+
+
+def test_preview_is_short():
+    assert preview(["C", "A", "B"], limit=2) == "A, B, ... (1 more)"
+    assert preview(["A"]) == "A"

@@ -1,0 +1,229 @@
+import datetime as dt
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+
+from pipeline.vision import Layout, VisionClient, VisionError, parse_listing
+from tests.s3xml import error, listing
+
+BASE = "https://s3.example.test/data.binance.vision"
+LIST_URL = BASE + "/"
+LAYOUT = Layout(market="um", data_type="klines", interval="1m")
+XML = {"content_type": "application/xml"}
+
+
+def client(*, retries: int = 2, list_api: int = 2) -> VisionClient:
+    return VisionClient(
+        BASE, timeout_s=5, retries=retries, backoff_s=0, pool_size=4, list_api=list_api
+    )
+
+
+def query(call) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(call.request.url).query).items()}
+
+
+def keys_for(symbol: str, days: int, start: dt.date = dt.date(2020, 1, 1)) -> list[str]:
+    prefix = LAYOUT.symbol_prefix(symbol)
+    out = []
+    for offset in range(days):
+        name = f"{symbol}-1m-{start + dt.timedelta(days=offset)}.zip"
+        out += [prefix + name, prefix + name + ".CHECKSUM"]
+    return out
+
+
+def test_layout_names_keys_and_parses_dates():
+    assert LAYOUT.root == "data/futures/um/daily/klines/"
+    assert LAYOUT.symbol_prefix("BTCUSDT") == "data/futures/um/daily/klines/BTCUSDT/1m/"
+    key = "data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-29.zip"
+    assert LAYOUT.day_of("BTCUSDT", key) == dt.date(2024, 2, 29)
+    assert LAYOUT.day_of("BTCUSDT", key + ".CHECKSUM") is None
+    assert LAYOUT.day_of("BTC", key) is None
+    assert LAYOUT.start_after("BTCUSDT", dt.date(2024, 3, 1)) < key.replace("02-29", "03-01")
+    assert LAYOUT.start_after("BTCUSDT", dt.date(2024, 3, 1)) > key + ".CHECKSUM"
+    trades = Layout(market="cm", data_type="trades", interval="1m")
+    assert trades.symbol_prefix("BTCUSD_PERP") == "data/futures/cm/daily/trades/BTCUSD_PERP/"
+    trade_key = trades.symbol_prefix("BTCUSD_PERP") + "BTCUSD_PERP-trades-2024-01-01.zip"
+    assert trades.day_of("BTCUSD_PERP", trade_key) == dt.date(2024, 1, 1)
+
+
+@responses.activate
+def test_v2_pagination_follows_continuation_tokens_across_1000_key_pages():
+    keys = keys_for("BTCUSDT", 1100)  # 2200 keys: three pages
+    prefix = LAYOUT.symbol_prefix("BTCUSDT")
+    responses.get(
+        LIST_URL, body=listing(keys[:1000], prefix=prefix, truncated=True, token="t1"), **XML
+    )
+    responses.get(
+        LIST_URL, body=listing(keys[1000:2000], prefix=prefix, truncated=True, token="t2"), **XML
+    )
+    responses.get(LIST_URL, body=listing(keys[2000:], prefix=prefix), **XML)
+    with client() as vision:
+        pages = list(vision.iter_pages(prefix, start_after="S", subject="BTCUSDT"))
+    assert [len(p.objects) for p in pages] == [1000, 1000, 200]
+    assert [o.key for p in pages for o in p.objects] == keys
+    sent = [query(call) for call in responses.calls]
+    assert sent[0]["start-after"] == "S" and "continuation-token" not in sent[0]
+    assert sent[1]["continuation-token"] == "t1" and "start-after" not in sent[1]
+    assert sent[2]["continuation-token"] == "t2"
+    assert all(q["list-type"] == "2" and q["encoding-type"] == "url" for q in sent)
+    assert all(q["max-keys"] == "1000" and q["prefix"] == prefix for q in sent)
+    assert vision.requests == 3 and vision.retries == 0
+
+
+@responses.activate
+def test_v1_pagination_continues_from_last_key_without_next_marker():
+    keys = keys_for("ETHUSDT", 600)
+    prefix = LAYOUT.symbol_prefix("ETHUSDT")
+    responses.get(LIST_URL, body=listing(keys[:1000], prefix=prefix, truncated=True), **XML)
+    responses.get(LIST_URL, body=listing(keys[1000:], prefix=prefix), **XML)
+    with client(list_api=1) as vision:
+        pages = list(vision.iter_pages(prefix, subject="ETHUSDT"))
+    assert [o.key for p in pages for o in p.objects] == keys
+    second = query(responses.calls[1])
+    assert second["marker"] == keys[999]
+    assert "list-type" not in second
+
+
+@responses.activate
+def test_v1_with_delimiter_continues_from_next_marker():
+    root = LAYOUT.root
+    responses.get(
+        LIST_URL,
+        body=listing(
+            common_prefixes=[root + "AUSDT/"],
+            prefix=root,
+            truncated=True,
+            next_marker=root + "AUSDT/",
+        ),
+        **XML,
+    )
+    responses.get(LIST_URL, body=listing(common_prefixes=[root + "BUSDT/"], prefix=root), **XML)
+    with client(list_api=1) as vision:
+        found = vision.list_common_prefixes(root, subject="symbols")
+    assert found == [root + "AUSDT/", root + "BUSDT/"]
+    assert query(responses.calls[1])["marker"] == root + "AUSDT/"
+    assert query(responses.calls[1])["delimiter"] == "/"
+
+
+@responses.activate
+def test_non_ascii_names_are_percent_encoded_and_decoded():
+    symbol = "币安人生USDT"
+    prefix = LAYOUT.symbol_prefix(symbol)
+    keys = keys_for(symbol, 2)
+    responses.get(LIST_URL, body=listing(keys, prefix=prefix), **XML)
+    with client() as vision:
+        page = vision.list_page(
+            prefix, start_after=LAYOUT.start_after(symbol, dt.date(2020, 1, 1)), subject=symbol
+        )
+    assert [o.key for o in page.objects] == keys
+    assert LAYOUT.day_of(symbol, page.objects[0].key) == dt.date(2020, 1, 1)
+    url = responses.calls[0].request.url
+    assert "%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9F" in url  # 币安人生, UTF-8 percent-encoded
+    assert query(responses.calls[0])["prefix"] == prefix
+
+
+def test_parse_listing_without_url_encoding_reads_plain_xml_names():
+    keys = ["data/futures/um/daily/klines/龙虾USDT/1m/龙虾USDT-1m-2026-01-01.zip"]
+    page = parse_listing(listing(keys, url_encode=False, sizes={keys[0]: 77}).encode())
+    assert page.objects[0].key == keys[0]
+    assert page.objects[0].size == 77
+    assert page.objects[0].etag == "abc123"
+    assert page.objects[0].last_modified == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert page.is_truncated is False and page.continuation is None
+
+
+@responses.activate
+def test_404_means_the_folder_has_no_files():
+    responses.get(LIST_URL, status=404, body=error("NoSuchKey"), **XML)
+    with client() as vision:
+        page = vision.list_page(LAYOUT.symbol_prefix("GONEUSDT"), subject="GONEUSDT")
+    assert page.objects == [] and not page.is_truncated
+
+
+@responses.activate
+def test_transient_503_slowdown_is_retried_and_counted():
+    responses.get(LIST_URL, status=503, body=error("SlowDown"), **XML)
+    responses.get(LIST_URL, status=500, body=error("InternalError"), **XML)
+    responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
+    with client(retries=3) as vision:
+        page = vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
+    assert len(page.objects) == 2
+    assert len(responses.calls) == 3
+    assert (vision.requests, vision.retries) == (3, 2)
+
+
+@responses.activate
+def test_connection_errors_are_retried():
+    responses.get(LIST_URL, body=requests.ConnectionError("reset"))
+    responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
+    # responses raises the exception from the adapter's send, beneath urllib3's retries, so a
+    # connection failure is only observable as an error here; the emulator test covers retries.
+    with client(retries=1) as vision, pytest.raises(VisionError) as failure:
+        vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
+    assert str(failure.value).startswith(
+        "BTCUSDT: listing failed after retries (connection failed)"
+    )
+    assert "https://s3.example.test/data.binance.vision/?prefix=data%2Ffutures" in str(
+        failure.value
+    )
+
+
+@responses.activate
+def test_persistent_failure_names_symbol_url_and_status():
+    responses.get(LIST_URL, status=503, body=error("SlowDown"), **XML)
+    with client(retries=2) as vision, pytest.raises(VisionError) as failure:
+        vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
+    message = str(failure.value)
+    assert message.startswith("BTCUSDT: listing failed with HTTP 503 (SlowDown) from https://s3.")
+    assert "prefix=data%2Ffutures%2Fum%2Fdaily%2Fklines%2FBTCUSDT%2F1m%2F" in message
+    assert len(responses.calls) == 3
+    assert "\n" not in message
+
+
+@responses.activate
+def test_403_is_not_retried():
+    responses.get(LIST_URL, status=403, body=error("AccessDenied"), **XML)
+    with (
+        client(retries=3) as vision,
+        pytest.raises(VisionError, match=r"HTTP 403 \(AccessDenied\)"),
+    ):
+        vision.list_page("x/", subject="symbols")
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (
+            "<ListBucketResult xmlns=",
+            "application/xml",
+            "unreadable listing (HTTP 200, malformed XML",
+        ),
+        (
+            error("InternalError"),
+            "application/xml",
+            "unreadable listing (HTTP 200, S3 error InternalError)",
+        ),
+        ("<html>gateway</html>", "text/html", "content type 'text/html', not XML"),
+        (
+            listing(keys_for("BTCUSDT", 1)).replace("<IsTruncated>false</IsTruncated>", ""),
+            "application/xml",
+            "missing IsTruncated",
+        ),
+        (
+            listing(keys_for("BTCUSDT", 1)).replace("<Size>1234</Size>", "<Size>big</Size>"),
+            "application/xml",
+            "bad object entry",
+        ),
+    ],
+)
+@responses.activate
+def test_unusable_200_answers_stop_with_the_symbol_and_url(body, content_type, message):
+    responses.get(LIST_URL, body=body, content_type=content_type)
+    with client() as vision, pytest.raises(VisionError) as failure:
+        vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
+    assert str(failure.value).startswith("BTCUSDT: ")
+    assert message in str(failure.value)
+    assert BASE in str(failure.value)
