@@ -12,6 +12,8 @@ from concurrent_log_handler import ConcurrentRotatingFileHandler
 FORMAT = "%(asctime)s %(stage)s %(levelname)s %(message)s"
 MAX_LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 5
+# Marks the handlers set up here, so that a second call replaces them and leaves others alone.
+_OURS = "_vision_availability"
 
 
 class _StageFilter(logging.Filter):
@@ -36,12 +38,13 @@ def setup_logging(stage: str, log_file: Path, *, level: int = logging.INFO) -> N
         ),
     ]
     root = logging.getLogger()
-    for handler in list(root.handlers):
+    for handler in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(handler)
         handler.close()
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(_StageFilter(stage))
+        setattr(handler, _OURS, True)
         root.addHandler(handler)
     root.setLevel(level)
     # urllib3 logs every retry at WARNING with a long repr; our own summary counts them.

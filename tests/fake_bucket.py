@@ -21,7 +21,8 @@ class FakeBucket:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.keys: list[str] = []
-        self.prefixes: list[str] = []
+        self.queries: list[dict[str, str]] = []
+        self.failure: tuple[int, str] | None = None
 
     def add_days(self, symbol: str, first: str, last: str, *, skip: tuple[str, ...] = ()) -> None:
         day, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
@@ -37,13 +38,18 @@ class FakeBucket:
 
     def list_calls(self, symbol: str) -> int:
         prefix = LAYOUT.symbol_prefix(symbol)
-        return sum(
-            parse_qs(urlsplit(call.request.url).query).get("prefix") == [prefix]
-            for call in responses.calls
-        )
+        return sum(query.get("prefix") == prefix for query in self.queries)
 
     def _answer(self, request) -> tuple[int, dict[str, str], str]:
         query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        self.queries.append(query)
+        if self.failure:
+            status, code = self.failure
+            return (
+                status,
+                {"Content-Type": "application/xml"},
+                f"<Error><Code>{code}</Code></Error>",
+            )
         prefix = query.get("prefix", "")
         after = query.get("continuation-token") or query.get("start-after") or ""
         if query.get("delimiter") == "/":

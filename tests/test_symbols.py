@@ -30,7 +30,7 @@ def test_delivery_contracts_are_recognised_by_their_expiry_suffix():
 
 def test_scope_filters_delivery_and_sorts_by_code_point():
     assert in_scope(REAL, "perpetual") == ["AERGOUSDTSETTLED", "BTCUSDT", "ETHUSDT", "币安人生USDT"]
-    assert in_scope(REAL + ["BTCUSDT"], "all") == sorted(set(REAL))
+    assert in_scope([*REAL, "BTCUSDT"], "all") == sorted(set(REAL))
 
 
 def test_rendering_is_canonical_utf8_with_nothing_that_changes_by_itself():

@@ -1,0 +1,170 @@
+"""The four stages run in process against the fake bucket, in a scratch working directory."""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import responses
+import yaml
+
+from pipeline import backfill, detect_gaps, discover, update
+from pipeline.stage import run_stage
+from tests.fake_bucket import FakeBucket
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = "https://s3.example.test/data.binance.vision"
+D = dt.date.fromisoformat
+STAGES = [
+    ("discover", discover.run),
+    ("detect_gaps", detect_gaps.run),
+    ("backfill", backfill.run),
+    ("update", update.run),
+]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["vision"]["listing_url"] = URL
+    params["dataset"]["start_date"] = "2023-01-01"
+    params["run"]["as_of"] = "2024-06-01"
+    params["update"]["lookback_days"] = 5
+    params["probe"].update(workers=4, retries=0, backoff_s=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def bucket():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = FakeBucket(URL)
+        fake.register(mock)
+        fake.add_days("BTCUSDT", "2019-09-25", "2024-05-31", skip=("2023-03-03",))
+        fake.add_days("BTCUSDT_240628", "2024-03-01", "2024-05-31")
+        fake.add_days("币安人生USDT", "2024-05-20", "2024-05-31")
+        yield fake
+
+
+def set_as_of(project: Path, day: str) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["run"]["as_of"] = day
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def run_all() -> list[int]:
+    return [run_stage(name, body) for name, body in STAGES]
+
+
+def dataset() -> pl.DataFrame:
+    return pl.read_parquet("data/availability/**/*.parquet")
+
+
+def test_first_run_builds_the_whole_history(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    assert json.loads(Path("symbols.json").read_text()) == {"symbols": ["BTCUSDT", "币安人生USDT"]}
+    assert json.loads(Path("data/gaps.json").read_text()) == ["BTCUSDT", "币安人生USDT"]
+    rows = dataset()
+    btc = rows.filter(pl.col("symbol") == "BTCUSDT")
+    assert btc["date"].min() == D("2023-01-01") and btc["date"].max() == D("2024-05-31")
+    assert btc.filter(~pl.col("available"))["date"].to_list() == [D("2023-03-03")]
+    new = rows.filter(pl.col("symbol") == "币安人生USDT")
+    assert new["date"].to_list() == [D("2024-05-20") + dt.timedelta(days=i) for i in range(12)]
+    assert rows.select("date", "symbol").is_unique().all()
+    assert sorted(p.name for p in Path("data/availability").iterdir())[:2] == [
+        "2023-01.parquet",
+        "2023-02.parquet",
+    ]
+    # Backfilled symbols reach as_of - 1 already: update does not list them again.
+    assert bucket.list_calls("BTCUSDT") == 2
+
+
+def test_next_day_probes_only_the_window_and_late_files_flip(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    before = len(bucket.queries)
+    bucket.add_days("BTCUSDT", "2024-06-01", "2024-06-01")
+    bucket.add_days("币安人生USDT", "2024-06-01", "2024-06-01")
+    set_as_of(project, "2024-06-03")  # 2024-06-02 not published yet
+    assert run_stage("update", update.run) == 0
+    assert len(bucket.queries) - before == 2
+    rows = dataset().filter(pl.col("date") >= D("2024-06-01"))
+    assert rows.select("date", "symbol", "available").sort("date", "symbol").rows() == [
+        (D("2024-06-01"), "BTCUSDT", True),
+        (D("2024-06-01"), "币安人生USDT", True),
+        (D("2024-06-02"), "BTCUSDT", False),
+        (D("2024-06-02"), "币安人生USDT", False),
+    ]
+    bucket.add_days("BTCUSDT", "2024-06-02", "2024-06-02")  # published late
+    set_as_of(project, "2024-06-04")
+    assert run_stage("update", update.run) == 0
+    flipped = dataset().filter(pl.col("date") == D("2024-06-02"), pl.col("symbol") == "BTCUSDT")
+    assert flipped["available"].to_list() == [True]
+
+
+def test_update_catches_up_when_runs_were_missed(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    bucket.add_days("BTCUSDT", "2024-06-01", "2024-07-30")
+    set_as_of(project, "2024-07-31")  # 60 days later, lookback is only 5
+    assert run_stage("update", update.run) == 0
+    btc = dataset().filter(pl.col("symbol") == "BTCUSDT")
+    assert btc["date"].max() == D("2024-07-30")
+    assert btc.height == (D("2024-07-30") - D("2023-01-01")).days + 1
+
+
+def test_unchanged_bucket_leaves_symbols_json_byte_identical(project, bucket):
+    assert run_stage("discover", discover.run) == 0
+    first = Path("symbols.json").stat().st_mtime_ns
+    assert run_stage("discover", discover.run) == 0
+    assert Path("symbols.json").stat().st_mtime_ns == first
+
+
+def test_empty_gaps_make_no_request(project, bucket):
+    Path("data").mkdir()
+    Path("data/gaps.json").write_text("[]\n")
+    assert run_stage("backfill", backfill.run) == 0
+    assert len(bucket.queries) == 0
+    assert pl.read_parquet("data/backfill.parquet").is_empty()
+
+
+def test_a_failed_update_leaves_every_file_untouched(project, bucket, caplog):
+    assert run_all() == [0, 0, 0, 0]
+    before = {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
+    set_as_of(project, "2024-06-03")
+    bucket.failure = (503, "SlowDown")
+    assert run_stage("update", update.run) == 1
+    after = {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
+    assert {p: b for p, b in after.items() if p.name != "params.yaml"} == {
+        p: b for p, b in before.items() if p.name != "params.yaml"
+    }
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "BTCUSDT: listing failed with HTTP 503 (SlowDown) from https://s3.example.test/"
+    )
+
+
+def test_dataset_recorded_in_dvc_lock_but_missing_stops_with_the_fix(project, bucket, caplog):
+    Path("symbols.json").write_text('{"symbols": ["BTCUSDT"]}')
+    Path("dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  update:\n    outs:\n    - path: data/availability\n"
+    )
+    assert run_stage("detect_gaps", detect_gaps.run) == 1
+    assert run_stage("update", update.run) == 1
+    assert not Path("data/gaps.json").exists()
+    assert not Path("data/availability").exists()
+    assert (
+        "data/availability is recorded in dvc.lock but missing here: run `dvc pull`" in caplog.text
+    )
+    assert len(bucket.queries) == 0
+
+
+def test_bad_params_fail_before_any_request(project, bucket, caplog):
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["dataset"]["market"] = "spot"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage("discover", discover.run) == 1
+    assert "params.yaml: dataset.market must be one of um, cm (got 'spot')" in caplog.text
+    assert len(bucket.queries) == 0
+    assert not Path("symbols.json").exists()
