@@ -33,10 +33,15 @@ def window_start(config: Config, existing: pl.DataFrame) -> dt.date:
     return first
 
 
-def covered_by(backfill: pl.DataFrame, last: dt.date) -> set[str]:
-    """Symbols whose backfilled history already reaches `last`: probing them again is waste."""
+def freshly_backfilled(backfill: pl.DataFrame, existing: pl.DataFrame, last: dt.date) -> set[str]:
+    """Symbols this run's backfill already probed through `last`: listing them again is waste.
+
+    A symbol already in the dataset was merged by an earlier run, so its backfill rows are old
+    news and its lookback window must be listed like any other symbol's.
+    """
     reach = backfill.group_by("symbol").agg(pl.col("date").max())
-    return set(reach.filter(pl.col("date") >= last).get_column("symbol").to_list())
+    probed_through = set(reach.filter(pl.col("date") >= last).get_column("symbol").to_list())
+    return probed_through - set(existing.get_column("symbol").unique().to_list())
 
 
 def update_ranges(
@@ -50,7 +55,8 @@ def run(config: Config) -> None:
     backfill = read_probe_file(config.paths.backfill)
     symbols = set(read_symbols(config.paths.symbols)) | set(existing.get_column("symbol").unique())
     first = window_start(config, existing)
-    ranges = update_ranges(symbols, first, config, skip=covered_by(backfill, config.last_date))
+    skip = freshly_backfilled(backfill, existing, config.last_date)
+    ranges = update_ranges(symbols, first, config, skip=skip)
     probed_at = dt.datetime.now(dt.UTC)
     with VisionClient.from_config(config) as client:
         probes, stats = probe(

@@ -168,3 +168,10 @@ def test_bad_params_fail_before_any_request(project, bucket, caplog):
     assert "params.yaml: dataset.market must be one of um, cm (got 'spot')" in caplog.text
     assert len(bucket.queries) == 0
     assert not Path("symbols.json").exists()
+
+
+def test_rerun_lists_the_window_of_symbols_backfilled_earlier(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    before = len(bucket.queries)
+    assert run_stage("update", update.run) == 0
+    assert len(bucket.queries) - before == 2
