@@ -95,3 +95,9 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_missing_file_says_where_to_run(tmp_path):
     with pytest.raises(ConfigError, match="not found: run from the repository root"):
         load_config(tmp_path / "params.yaml", today=TODAY)
+
+
+def test_shipped_dates_are_strings_because_dvc_templating_refuses_yaml_dates():
+    raw = shipped()
+    assert isinstance(raw["dataset"]["start_date"], str)
+    assert raw["run"]["as_of"] is None or isinstance(raw["run"]["as_of"], str)
