@@ -12,7 +12,8 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import unquote_plus
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -127,7 +128,7 @@ class VisionClient:
             pool_connections=1,
             pool_maxsize=pool_size,
             pool_block=True,
-            max_retries=Retry(
+            max_retries=CountingRetry(
                 total=retries,
                 connect=retries,
                 read=retries,
@@ -140,6 +141,7 @@ class VisionClient:
                 allowed_methods=frozenset({"GET"}),
                 respect_retry_after_header=True,
                 raise_on_status=False,
+                on_retry=self._count_retry,
             ),
         )
         self.session.mount("http://", adapter)
@@ -260,22 +262,40 @@ class VisionClient:
 
     def _get(self, params: dict[str, str], subject: str) -> requests.Response:
         url = self.listing_url + "/"
+        with self._lock:
+            self.requests += 1
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout_s)
+            return self.session.get(url, params=params, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            self._count(attempts=1 + self.session.get_adapter(url).max_retries.total)
             shown = requests.Request("GET", url, params=params).prepare().url
             raise VisionError(
                 f"{subject}: listing failed after retries ({_reason(exc)}) from {shown}"
             ) from None
-        history = getattr(getattr(response.raw, "retries", None), "history", ())
-        self._count(attempts=1 + len(history))
-        return response
 
-    def _count(self, *, attempts: int) -> None:
+    def _count_retry(self) -> None:
         with self._lock:
-            self.requests += attempts
-            self.retries += attempts - 1
+            self.requests += 1
+            self.retries += 1
+
+
+class CountingRetry(Retry):
+    """urllib3's Retry, reporting each retry it grants so that the run can count them."""
+
+    def __init__(self, *args: Any, on_retry: Callable[[], None] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.on_retry = on_retry
+
+    def new(self, **kwargs: Any) -> CountingRetry:
+        # Retry copies itself on every attempt; the callback must travel with the copy.
+        retry = super().new(**kwargs)
+        retry.on_retry = self.on_retry
+        return retry
+
+    def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
+        retry = super().increment(*args, **kwargs)  # raises once the budget is spent
+        if self.on_retry is not None:
+            self.on_retry()
+        return retry
 
 
 class ListingParseError(Exception):
@@ -293,7 +313,7 @@ def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
     if root.tag != f"{S3_NAMESPACE}ListBucketResult":
         raise ListingParseError(f"unexpected root element {root.tag!r}")
     ns = S3_NAMESPACE
-    decode = unquote if root.findtext(f"{ns}EncodingType") == "url" else _identity
+    decode = unquote_plus if root.findtext(f"{ns}EncodingType") == "url" else _identity
     try:
         objects = [
             ListedObject(
