@@ -1,0 +1,33 @@
+"""An offline, S3-compatible emulator of the Binance Vision bucket, for tests, demos and benchmarks.
+
+`Universe` describes which daily files exist; `Emulator` serves it over HTTP with optional
+faults; `generate_universe` builds realistic universes from the real symbol names.
+"""
+
+from pipeline.emulator.generate import generate_universe, load_reference
+from pipeline.emulator.server import Emulator, Knobs
+from pipeline.emulator.universe import (
+    BUCKET,
+    ListPage,
+    ObjectMeta,
+    SymbolSpec,
+    Universe,
+    list_objects,
+    object_body,
+    object_meta,
+)
+
+__all__ = [
+    "BUCKET",
+    "Emulator",
+    "Knobs",
+    "ListPage",
+    "ObjectMeta",
+    "SymbolSpec",
+    "Universe",
+    "generate_universe",
+    "list_objects",
+    "load_reference",
+    "object_body",
+    "object_meta",
+]

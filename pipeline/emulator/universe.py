@@ -1,0 +1,524 @@
+"""The emulated bucket's contents: which daily files exist on which day, and how they list.
+
+A `Universe` says, per symbol, over which date spans it had daily files, which days are missing
+and which were published late. Everything the emulator serves is derived from it on the fly:
+the full-scale universe holds ~2.4M keys, so instead of materialising key strings we keep, per
+(symbol, interval) folder, a compact sorted array of visible day ordinals and generate key
+strings only for the page being listed. Object metadata (size, ETag, Last-Modified) and bodies
+are pure functions of the key, so two runs against the same universe see identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property, lru_cache
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, NamedTuple
+
+BUCKET = "data.binance.vision"
+ZIP_SUFFIX = ".zip"
+CHECKSUM_SUFFIX = ".CHECKSUM"
+# Each visible day has two keys, in this order (a string sorts before its own extensions).
+_DAY_SUFFIXES = (ZIP_SUFFIX, ZIP_SUFFIX + CHECKSUM_SUFFIX)
+# Sorts after every key that starts with a given string (no real key holds U+10FFFF).
+_AFTER_ALL = "\U0010ffff"
+
+_ZIP_MIN_SIZE = 20_000
+_ZIP_MAX_SIZE = 2_000_000
+# Real Binance Vision files published before 2021 were partly re-uploaded in 2022.
+_UNIX_EPOCH = date(1970, 1, 1).toordinal()
+_REUPLOAD_BEFORE = date(2021, 1, 1).toordinal()
+_REUPLOAD_PERMILLE = 30
+_REUPLOAD_YEAR_START = (date(2022, 1, 1).toordinal() - _UNIX_EPOCH) * 86400
+_YEAR_S = 365 * 86400
+# A day's file appears a few hours to a couple of days after the day ends.
+_PUBLISH_MIN_DELAY_S = 2 * 3600
+_PUBLISH_DELAY_RANGE_S = 46 * 3600
+_SHA256_HEX_LEN = 64
+_KEY_HASHER = hashlib.blake2b(digest_size=20, person=b"vision-meta")
+# A .CHECKSUM is uploaded right after its zip.
+_CHECKSUM_LAG = timedelta(seconds=1)
+
+Span = tuple[date, date | None]
+
+
+class ObjectMeta(NamedTuple):
+    """What a listing or HEAD tells about one object; `etag` is bare hex, without quotes."""
+
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One ListObjects page; `last_returned` is the last key or CommonPrefix on it."""
+
+    keys: list[tuple[str, ObjectMeta]]
+    common_prefixes: list[str]
+    is_truncated: bool
+    last_returned: str | None
+
+
+def _as_date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _as_optional_date(value: date | str | None) -> date | None:
+    return None if value is None else _as_date(value)
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    """One symbol's listing history: spans are inclusive, an open end means still listed."""
+
+    spans: tuple[Span, ...]
+    missing: frozenset[date] = frozenset()
+    late: Mapping[date, date] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        spans: Iterable[Sequence[date | str | None]],
+        missing: Iterable[date | str] = (),
+        late: Mapping[date | str, date | str] | None = None,
+    ) -> SymbolSpec:
+        """Accept ISO strings or dates, so that tests and JSON share one constructor."""
+        parsed: list[Span] = []
+        for span in spans:
+            if len(span) != 2 or span[0] is None:
+                raise ValueError(f"a span is [start, end or null], got {list(span)!r}")
+            start, end = _as_date(span[0]), _as_optional_date(span[1])
+            if end is not None and end < start:
+                raise ValueError(f"span ends before it starts: {start}..{end}")
+            parsed.append((start, end))
+        late_days = {_as_date(day): _as_date(shown) for day, shown in (late or {}).items()}
+        return cls(
+            spans=tuple(sorted(parsed)),
+            missing=frozenset(_as_date(day) for day in missing),
+            late=dict(sorted(late_days.items())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "spans": [[start.isoformat(), end and end.isoformat()] for start, end in self.spans]
+        }
+        if self.missing:
+            out["missing"] = [day.isoformat() for day in sorted(self.missing)]
+        if self.late:
+            out["late"] = {day.isoformat(): shown.isoformat() for day, shown in self.late.items()}
+        return out
+
+    def visible_ordinals(self, today: date) -> array[int]:
+        """Sorted ordinals of the days whose file can be seen on `today`."""
+        last = today.toordinal() - 1
+        hidden = {day.toordinal() for day in self.missing}
+        hidden.update(day.toordinal() for day, shown in self.late.items() if today < shown)
+        days: array[int] = array("i")
+        for start, end in self.spans:
+            stop = last if end is None else min(end.toordinal(), last)
+            span = range(start.toordinal(), stop + 1)
+            days.extend(span if not hidden else (o for o in span if o not in hidden))
+        # Overlapping spans would repeat days; a sorted set keeps the key order strict.
+        return days if _strictly_increasing(days) else array("i", sorted(set(days)))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _strictly_increasing(days: array[int]) -> bool:
+    return all(a < b for a, b in pairwise(days))
+
+
+@lru_cache(maxsize=1 << 14)
+def _iso(ordinal: int) -> str:
+    return date.fromordinal(ordinal).isoformat()
+
+
+def _hash(key_bytes: bytes) -> bytes:
+    """20 bytes drawn from a key: 16 for its ETag, 4 for its size."""
+    hasher = _KEY_HASHER.copy()  # cheaper than building a personalised hasher per key
+    hasher.update(key_bytes)
+    return hasher.digest()
+
+
+def _zip_size(raw: bytes) -> int:
+    return _ZIP_MIN_SIZE + int.from_bytes(raw[16:]) % (_ZIP_MAX_SIZE - _ZIP_MIN_SIZE + 1)
+
+
+def _checksum_size(zip_name_bytes: int) -> int:
+    """Length of `<sha256 hex>  <zip name>\n`."""
+    return _SHA256_HEX_LEN + 2 + zip_name_bytes + 1
+
+
+def _published(day: int, zip_key_bytes: bytes) -> int:
+    """When a day's zip appeared, in Unix seconds: hours after the day ends, or a 2022 re-upload.
+
+    A CRC drives it rather than a cryptographic hash because a listing page needs 1000 of them.
+    """
+    bits = zlib.crc32(zip_key_bytes)
+    if day < _REUPLOAD_BEFORE and bits % 1000 < _REUPLOAD_PERMILLE:
+        return _REUPLOAD_YEAR_START + (bits >> 10) * 7 % _YEAR_S
+    day_end = (day + 1 - _UNIX_EPOCH) * 86400
+    return day_end + _PUBLISH_MIN_DELAY_S + (bits >> 10) % _PUBLISH_DELAY_RANGE_S
+
+
+def object_meta(key: str) -> ObjectMeta:
+    """Size, ETag and Last-Modified of a daily file or its .CHECKSUM, derived from the key.
+
+    A .CHECKSUM is published a second after its zip, and its size is that of its body.
+    Raises ValueError for a key that is not a daily file.
+    """
+    zip_key = key.removesuffix(CHECKSUM_SUFFIX)
+    if not zip_key.endswith(ZIP_SUFFIX):
+        raise ValueError(f"not a daily file: {key!r}")
+    day = date.fromisoformat(zip_key[-len(ZIP_SUFFIX) - 10 : -len(ZIP_SUFFIX)]).toordinal()
+    zip_key_bytes = zip_key.encode()
+    published = datetime.fromtimestamp(_published(day, zip_key_bytes), UTC)
+    if zip_key == key:
+        raw = _hash(zip_key_bytes)
+        return ObjectMeta(_zip_size(raw), raw[:16].hex(), published)
+    zip_name_bytes = len(zip_key_bytes) - zip_key_bytes.rfind(b"/") - 1
+    etag = _hash(key.encode())[:16].hex()
+    return ObjectMeta(_checksum_size(zip_name_bytes), etag, published + _CHECKSUM_LAG)
+
+
+class _Folder:
+    """One (symbol, interval) folder: a lazy, sorted sequence of its keys."""
+
+    __slots__ = ("checksum_size", "days", "path", "stem")
+
+    def __init__(self, path: str, stem: str, days: array[int]) -> None:
+        self.path = path
+        self.stem = stem
+        self.days = days
+        # Every zip name in a folder has the same length: `{stem}YYYY-MM-DD.zip`.
+        name_bytes = len(stem[len(path) :].encode()) + len("YYYY-MM-DD") + len(ZIP_SUFFIX)
+        self.checksum_size = _checksum_size(name_bytes)
+
+    def __len__(self) -> int:
+        return 2 * len(self.days)
+
+    def __getitem__(self, i: int) -> str:
+        return self.stem + _iso(self.days[i >> 1]) + _DAY_SUFFIXES[i & 1]
+
+
+class _KeySpace:
+    """All keys of the bucket as one lazy sorted sequence, so `bisect` can find a start."""
+
+    def __init__(self, folders: list[_Folder]) -> None:
+        self.folders = folders
+        self.offsets: list[int] = []
+        total = 0
+        for folder in folders:
+            self.offsets.append(total)
+            total += len(folder)
+        self.total = total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i: int) -> str:
+        f = bisect_right(self.offsets, i) - 1
+        return self.folders[f][i - self.offsets[f]]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(folder index, index inside it) of global key position `i`."""
+        if i >= self.total:
+            return len(self.folders), 0
+        f = bisect_right(self.offsets, i) - 1
+        return f, i - self.offsets[f]
+
+
+class _Index:
+    """The listing view of a universe on its `today`, built once and then read-only."""
+
+    def __init__(self, universe: Universe) -> None:
+        root = universe.root
+        visible = {
+            name: days
+            for name, spec in universe.specs.items()
+            if len(days := spec.visible_ordinals(universe.today))
+        }
+        folders = [
+            _Folder(
+                path=f"{root}{name}/{interval}/",
+                stem=f"{root}{name}/{interval}/{name}-{interval}-",
+                days=days,
+            )
+            for name, days in visible.items()
+            for interval in universe.intervals
+        ]
+        # Folder paths end in "/" and symbols hold no "/", so no folder's keys interleave with
+        # another's: sorting folders by path sorts the whole key space.
+        folders.sort(key=lambda folder: folder.path)
+        self.by_path = {folder.path: folder for folder in folders}
+        self.space = _KeySpace(folders)
+        self.symbols = tuple(sorted(visible)) if universe.intervals else ()
+        self.visible = visible
+
+    def has_key(self, key: str) -> bool:
+        folder_path, _, name = key.rpartition("/")
+        folder = self.by_path.get(folder_path + "/")
+        if folder is None or not name.startswith(folder.stem[len(folder_path) + 1 :]):
+            return False
+        day_text = name[len(folder.stem) - len(folder_path) - 1 :]
+        if day_text[10:] not in _DAY_SUFFIXES:
+            return False
+        try:
+            ordinal = date.fromisoformat(day_text[:10]).toordinal()
+        except ValueError:
+            return False
+        if _iso(ordinal) != day_text[:10]:
+            return False  # another ISO spelling of the day, such as a week date
+        position = bisect_left(folder.days, ordinal)
+        return position < len(folder.days) and folder.days[position] == ordinal
+
+    def entries(
+        self, prefix: str, delimiter: str | None, start_after: str | None
+    ) -> Iterator[tuple[str, ObjectMeta | None]]:
+        """Listing entries after `start_after` in key order: (key, meta) or (CommonPrefix, None).
+
+        A CommonPrefix is an entry of its own: it is returned once, and only when it sorts
+        after `start_after`, so a listing continued from a CommonPrefix moves past it.
+        """
+        space = self.space
+        start = bisect_left(space, prefix)
+        if start_after:
+            start = max(start, bisect_right(space, start_after))
+        f, i = space.locate(start)
+        last_common: str | None = None
+        while f < len(space.folders):
+            folder = space.folders[f]
+            if folder.path.startswith(prefix):
+                cut = folder.path.find(delimiter, len(prefix)) if delimiter else -1
+                if cut >= 0:
+                    # The whole folder rolls up into one CommonPrefix; the next may share it.
+                    common = folder.path[: cut + len(delimiter or "")]
+                    if common != last_common and (not start_after or common > start_after):
+                        yield common, None
+                    last_common = common
+                elif delimiter:
+                    yield from _folder_entries(folder, i, prefix, delimiter, start_after)
+                else:
+                    yield from _folder_keys(folder, i)
+            elif prefix.startswith(folder.path):
+                # The prefix reaches into this folder's file names: no other folder matches.
+                yield from _folder_entries(folder, i, prefix, delimiter, start_after)
+                return
+            else:
+                return  # past every key that starts with the prefix
+            f, i = f + 1, 0
+
+
+def _folder_keys(folder: _Folder, i: int) -> Iterator[tuple[str, ObjectMeta | None]]:
+    """Every key of `folder` from position `i`, with its metadata: a listing's hot path.
+
+    Same results as `object_meta`, computed a day at a time so the zip and its .CHECKSUM
+    share the day's parsing and publication time.
+    """
+    stem, days, checksum_size = folder.stem, folder.days, folder.checksum_size
+    zip_suffix, checksum_suffix = _DAY_SUFFIXES
+    if i & 1:
+        key = stem + _iso(days[i >> 1]) + checksum_suffix
+        yield key, object_meta(key)
+        i += 1
+    for day in days[i >> 1 :]:
+        base = stem + _iso(day)
+        zip_key = base + zip_suffix
+        zip_key_bytes = zip_key.encode()
+        raw = _hash(zip_key_bytes)
+        published = datetime.fromtimestamp(_published(day, zip_key_bytes), UTC)
+        yield zip_key, ObjectMeta(_zip_size(raw), raw[:16].hex(), published)
+        checksum_key = base + checksum_suffix
+        etag = _hash(checksum_key.encode())[:16].hex()
+        yield checksum_key, ObjectMeta(checksum_size, etag, published + _CHECKSUM_LAG)
+
+
+def _folder_entries(
+    folder: _Folder, i: int, prefix: str, delimiter: str | None, start_after: str | None
+) -> Iterator[tuple[str, ObjectMeta | None]]:
+    """Entries of `folder` when the prefix or the delimiter reaches into its file names."""
+    n = len(folder)
+    while i < n:
+        key = folder[i]
+        if not key.startswith(prefix):
+            return
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        if cut < 0:
+            yield key, object_meta(key)
+            i += 1
+            continue
+        common = key[: cut + len(delimiter or "")]
+        if not start_after or common > start_after:
+            yield common, None
+        i = bisect_left(folder, common + _AFTER_ALL, i, n)
+
+
+@dataclass(frozen=True)
+class Universe:
+    """Which daily files the bucket holds on `today`; immutable, edited by making new ones."""
+
+    today: date
+    specs: Mapping[str, SymbolSpec] = field(hash=False)
+    market: str = "um"
+    data_type: str = "klines"
+    intervals: tuple[str, ...] = ("1m",)
+
+    def __post_init__(self) -> None:
+        for name in self.specs:
+            if not name or "/" in name:
+                raise ValueError(f"a symbol name must be non-empty and hold no '/': {name!r}")
+        for part in (self.market, self.data_type, *self.intervals):
+            if not part or "/" in part:
+                raise ValueError(f"a path part must be non-empty and hold no '/': {part!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Universe:
+        try:
+            symbols = d["symbols"]
+            return cls(
+                today=_as_date(d["today"]),
+                specs={
+                    name: SymbolSpec.build(spec["spans"], spec.get("missing", ()), spec.get("late"))
+                    for name, spec in symbols.items()
+                },
+                market=d.get("market", "um"),
+                data_type=d.get("data_type", "klines"),
+                intervals=tuple(d.get("intervals", ("1m",))),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a universe document: {exc!r}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Universe:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "today": self.today.isoformat(),
+            "market": self.market,
+            "data_type": self.data_type,
+            "intervals": list(self.intervals),
+            "symbols": {name: self.specs[name].to_dict() for name in sorted(self.specs)},
+        }
+
+    def to_json(self) -> str:
+        """The universe document, one symbol a line so that diffs of it stay readable."""
+        d = self.to_dict()
+        lines = [f" {_json(k)}: {_json(v)}," for k, v in d.items() if k != "symbols"]
+        symbols = [f"  {_json(name)}: {_json(spec)}" for name, spec in d["symbols"].items()]
+        lines += [' "symbols": {', ",\n".join(symbols), " }"] if symbols else [' "symbols": {}']
+        return "{\n" + "\n".join(lines) + "\n}\n"
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically, so a server or test never reads a half-written universe."""
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(self.to_json())
+            Path(tmp).replace(target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def with_today(self, d: date | str) -> Universe:
+        return replace(self, today=_as_date(d))
+
+    def with_symbol(
+        self,
+        name: str,
+        spans: Iterable[Sequence[date | str | None]],
+        missing: Iterable[date | str] = (),
+        late: Mapping[date | str, date | str] | None = None,
+    ) -> Universe:
+        """Add `name`, or replace its whole history."""
+        specs = {**self.specs, name: SymbolSpec.build(spans, missing, late)}
+        return replace(self, specs=specs)
+
+    def without_file(self, symbol: str, d: date | str) -> Universe:
+        """Mark one day of `symbol` as missing (KeyError for an unknown symbol)."""
+        spec = self.specs[symbol]
+        new_spec = replace(spec, missing=spec.missing | {_as_date(d)})
+        return replace(self, specs={**self.specs, symbol: new_spec})
+
+    @property
+    def root(self) -> str:
+        """The folder whose subfolders are the symbols."""
+        return f"data/futures/{self.market}/daily/{self.data_type}/"
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Symbols with at least one visible file, in S3 key order (str order = UTF-8 order)."""
+        return self._index.symbols
+
+    @property
+    def key_count(self) -> int:
+        """How many keys the bucket lists today (two per visible file and interval)."""
+        return len(self._index.space)
+
+    def available_dates(self, symbol: str) -> list[date]:
+        """The days whose file is visible today: the ground truth for tests."""
+        if symbol not in self.specs:
+            raise KeyError(symbol)
+        return [date.fromordinal(o) for o in self._index.visible.get(symbol, ())]
+
+    def has_object(self, key: str) -> bool:
+        return self._index.has_key(key)
+
+    def prepare(self) -> Universe:
+        """Build the listing index now, instead of on the first request that needs it."""
+        _ = self._index
+        return self
+
+    @cached_property
+    def _index(self) -> _Index:
+        return _Index(self)
+
+
+def list_objects(
+    universe: Universe,
+    *,
+    prefix: str,
+    delimiter: str | None = None,
+    start_after: str | None = None,
+    max_keys: int = 1000,
+) -> ListPage:
+    """One ListObjects page, with S3's rules: each CommonPrefix counts toward `max_keys`."""
+    if max_keys <= 0:
+        return ListPage(keys=[], common_prefixes=[], is_truncated=False, last_returned=None)
+    entries = universe._index.entries(prefix, delimiter or None, start_after or None)
+    keys: list[tuple[str, ObjectMeta]] = []
+    common_prefixes: list[str] = []
+    last: str | None = None
+    for name, meta in entries:
+        if len(keys) + len(common_prefixes) == max_keys:
+            return ListPage(keys, common_prefixes, is_truncated=True, last_returned=last)
+        if meta is None:
+            common_prefixes.append(name)
+        else:
+            keys.append((name, meta))
+        last = name
+    return ListPage(keys, common_prefixes, is_truncated=False, last_returned=last)
+
+
+def object_body(key: str) -> bytes:
+    """The bytes a GET returns: pseudo-random for a zip, `sha256  name\\n` for its .CHECKSUM."""
+    if key.endswith(CHECKSUM_SUFFIX):
+        zip_key = key[: -len(CHECKSUM_SUFFIX)]
+        digest = hashlib.sha256(object_body(zip_key)).hexdigest()
+        return f"{digest}  {zip_key.rpartition('/')[2]}\n".encode()
+    size = object_meta(key).size
+    return hashlib.shake_256(b"vision-body\0" + key.encode()).digest(size)
