@@ -145,6 +145,7 @@ def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
         layout.symbol_prefix(task.symbol),
         start_after=layout.start_after(task.symbol, task.first),
         subject=task.symbol,
+        keep=layout.is_daily_zip,
     )
     files = _files_in(layout, task, page)
     reached = _last_day(layout, task.symbol, page)
@@ -181,6 +182,7 @@ def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> dict[dt.
         layout.symbol_prefix(task.symbol),
         start_after=layout.start_after(task.symbol, task.first),
         subject=task.symbol,
+        keep=layout.is_daily_zip,
     )
     for page in pages:
         files.update(_files_in(layout, task, page))

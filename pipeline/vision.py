@@ -8,12 +8,14 @@ lists instead of sending one HEAD per (symbol, date).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
+from xml.sax.saxutils import unescape
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -75,6 +77,10 @@ class Layout:
             return dt.date.fromisoformat(key[len(stem) : -len(".zip")])
         except ValueError:
             return None
+
+    @staticmethod
+    def is_daily_zip(key: str) -> bool:
+        return key.endswith(".zip")
 
     def symbol_of(self, common_prefix: str) -> str:
         return common_prefix[len(self.root) :].rstrip("/")
@@ -177,10 +183,12 @@ class VisionClient:
         start_after: str | None = None,
         delimiter: str | None = None,
         subject: str,
+        keep: Callable[[str], bool] | None = None,
     ) -> Iterator[ListingPage]:
         """Pages of a listing, in key order, until the end; stop consuming to stop listing.
 
-        `subject` names what is being listed (a symbol, "symbols") in error messages.
+        `subject` names what is being listed (a symbol, "symbols") in error messages; `keep`
+        selects the objects worth converting (see `parse_listing`).
         """
         continuation: str | None = None
         while True:
@@ -190,6 +198,7 @@ class VisionClient:
                 delimiter=delimiter,
                 continuation=continuation,
                 subject=subject,
+                keep=keep,
             )
             yield page
             if not page.is_truncated:
@@ -216,6 +225,7 @@ class VisionClient:
         delimiter: str | None = None,
         continuation: str | None = None,
         subject: str,
+        keep: Callable[[str], bool] | None = None,
     ) -> ListingPage:
         params = self._page_params(prefix, start_after, delimiter, continuation)
         response = self._get(params, subject)
@@ -234,7 +244,7 @@ class VisionClient:
                 f"not XML, from {response.url}"
             )
         try:
-            return parse_listing(response.content, list_api=self.list_api)
+            return parse_listing(response.content, list_api=self.list_api, keep=keep)
         except ListingParseError as exc:
             raise VisionError(
                 f"{subject}: unreadable listing (HTTP 200, {exc}) from {response.url}"
@@ -302,8 +312,115 @@ class ListingParseError(Exception):
     """The body of a listing is not a ListBucketResult we can read."""
 
 
-def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
-    """Parse one ListObjects (V1 or V2) page, decoding `encoding-type=url` names."""
+@dataclass(frozen=True)
+class _RawPage:
+    """A listing page's fields as XML text, entity-decoded but not yet interpreted."""
+
+    entries: list[tuple[str, str, str, str]]  # (key, last_modified, etag, size)
+    common_prefixes: list[str]
+    truncated: str | None
+    encoding: str | None
+    next_token: str | None
+    next_marker: str | None
+
+
+def parse_listing(
+    body: bytes, *, list_api: int = 2, keep: Callable[[str], bool] | None = None
+) -> ListingPage:
+    """Parse one ListObjects (V1 or V2) page, decoding `encoding-type=url` names.
+
+    `keep` selects the objects worth converting (the prober needs only the zips). Parsing is
+    the CPU hot path of a backfill: a page in S3's canonical shape is read with a few regular
+    expressions, checked against its own element counts; anything else (errors, damage, an
+    unusual but valid shape) goes through ElementTree, which also gives the precise error.
+    """
+    raw = _scan_canonical(body) or _scan_tree(body)
+    decode = unquote_plus if raw.encoding == "url" else _identity
+    try:
+        objects = [
+            ListedObject(
+                key=key,
+                size=int(size),
+                etag=etag.strip('"'),
+                last_modified=dt.datetime.fromisoformat(last_modified),
+            )
+            for key, last_modified, etag, size in (
+                (decode(entry[0]), *entry[1:]) for entry in raw.entries
+            )
+            if keep is None or keep(key)
+        ]
+    except ValueError as exc:
+        raise ListingParseError(f"bad object entry: {exc}") from None
+    if raw.truncated not in ("true", "false"):
+        raise ListingParseError("missing IsTruncated")
+    common_prefixes = [decode(prefix) for prefix in raw.common_prefixes]
+    is_truncated = raw.truncated == "true"
+    continuation = None
+    if is_truncated:
+        last_key = decode(raw.entries[-1][0]) if raw.entries else None
+        continuation = _continuation(raw, decode, last_key, common_prefixes, list_api)
+    return ListingPage(
+        objects=objects,
+        common_prefixes=common_prefixes,
+        is_truncated=is_truncated,
+        continuation=continuation,
+    )
+
+
+_CANONICAL_ROOT = f'<ListBucketResult xmlns="{S3_NAMESPACE[1:-1]}">'
+_CONTENTS = re.compile(
+    r"<Contents>\s*<Key>([^<]*)</Key>\s*<LastModified>([^<]*)</LastModified>"
+    # The ETag's quotes (escaped or not) stay outside the group: it is stored without them.
+    r'\s*<ETag>(?:&quot;|")?([^<&"]*)(?:&quot;|")?</ETag>'
+    r"(?:\s*<(?!Size>)[A-Za-z]+>[^<]*</[A-Za-z]+>)*\s*<Size>([^<]*)</Size>"
+)
+_COMMON_PREFIX = re.compile(r"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
+_PAGE_FIELD = re.compile(
+    r"<(IsTruncated|EncodingType|NextContinuationToken|NextMarker)>([^<]*)</\1>"
+)
+_XML_ENTITIES = {"&quot;": '"', "&apos;": "'"}
+
+
+def _scan_canonical(body: bytes) -> _RawPage | None:
+    """The fast path; None when the page is not in the shape it can vouch for."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _CANONICAL_ROOT not in text[:300] or not text.rstrip().endswith("</ListBucketResult>"):
+        return None
+    if "&#" in text or "<!" in text:  # character references, CDATA, DTDs: leave to the parser
+        return None
+    entries = _CONTENTS.findall(text)
+    prefixes = _COMMON_PREFIX.findall(text)
+    if len(entries) != text.count("<Contents>") or len(prefixes) != text.count("<CommonPrefixes>"):
+        return None
+    if any("&" in key for key, *_ in entries):
+        entries = [(_unescape(key), *rest) for key, *rest in entries]
+    prefixes = [_unescape(prefix) for prefix in prefixes]
+    # S3 puts the page's own fields before the first entry; search the rest only if needed.
+    head = text[: text.find("<Contents>")] if entries else text
+    fields = dict(_PAGE_FIELD.findall(head))
+    if "IsTruncated" not in fields:
+        fields = dict(_PAGE_FIELD.findall(text))
+    return _RawPage(
+        entries=entries,
+        common_prefixes=prefixes,
+        truncated=fields.get("IsTruncated"),
+        encoding=fields.get("EncodingType"),
+        next_token=_unescape(fields["NextContinuationToken"])
+        if "NextContinuationToken" in fields
+        else None,
+        next_marker=_unescape(fields["NextMarker"]) if "NextMarker" in fields else None,
+    )
+
+
+def _unescape(text: str) -> str:
+    return unescape(text, _XML_ENTITIES) if "&" in text else text
+
+
+def _scan_tree(body: bytes) -> _RawPage:
+    """The reference path: ElementTree, with a precise error for anything unreadable."""
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
@@ -313,50 +430,40 @@ def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
     if root.tag != f"{S3_NAMESPACE}ListBucketResult":
         raise ListingParseError(f"unexpected root element {root.tag!r}")
     ns = S3_NAMESPACE
-    decode = unquote_plus if root.findtext(f"{ns}EncodingType") == "url" else _identity
-    try:
-        objects = [
-            ListedObject(
-                key=decode(item.findtext(f"{ns}Key") or ""),
-                size=int(item.findtext(f"{ns}Size") or ""),
-                etag=(item.findtext(f"{ns}ETag") or "").strip('"'),
-                last_modified=dt.datetime.fromisoformat(item.findtext(f"{ns}LastModified") or ""),
+    return _RawPage(
+        entries=[
+            (
+                item.findtext(f"{ns}Key") or "",
+                item.findtext(f"{ns}LastModified") or "",
+                item.findtext(f"{ns}ETag") or "",
+                item.findtext(f"{ns}Size") or "",
             )
             for item in root.iterfind(f"{ns}Contents")
-        ]
-    except ValueError as exc:
-        raise ListingParseError(f"bad object entry: {exc}") from None
-    common_prefixes = [
-        decode(node.text or "") for node in root.iterfind(f"{ns}CommonPrefixes/{ns}Prefix")
-    ]
-    truncated_text = root.findtext(f"{ns}IsTruncated")
-    if truncated_text not in ("true", "false"):
-        raise ListingParseError("missing IsTruncated")
-    is_truncated = truncated_text == "true"
-    return ListingPage(
-        objects=objects,
-        common_prefixes=common_prefixes,
-        is_truncated=is_truncated,
-        continuation=_continuation(root, decode, objects, common_prefixes, list_api)
-        if is_truncated
-        else None,
+        ],
+        common_prefixes=[
+            node.text or "" for node in root.iterfind(f"{ns}CommonPrefixes/{ns}Prefix")
+        ],
+        truncated=root.findtext(f"{ns}IsTruncated"),
+        encoding=root.findtext(f"{ns}EncodingType"),
+        next_token=root.findtext(f"{ns}NextContinuationToken"),
+        next_marker=root.findtext(f"{ns}NextMarker"),
     )
 
 
 def _continuation(
-    root: ET.Element,
+    raw: _RawPage,
     decode: Callable[[str], str],
-    objects: list[ListedObject],
+    last_key: str | None,
     common_prefixes: list[str],
     list_api: int,
 ) -> str | None:
     if list_api == 2:
-        return root.findtext(f"{S3_NAMESPACE}NextContinuationToken")
+        return raw.next_token
     # V1: S3 sends NextMarker only with a delimiter; otherwise continue from the last key.
-    next_marker = root.findtext(f"{S3_NAMESPACE}NextMarker")
-    if next_marker:
-        return decode(next_marker)
-    return max([o.key for o in objects[-1:]] + common_prefixes[-1:], default=None)
+    if raw.next_marker:
+        return decode(raw.next_marker)
+    candidates = [*common_prefixes[-1:], *([last_key] if last_key else [])]
+    return max(candidates, default=None)
 
 
 def _identity(text: str) -> str:

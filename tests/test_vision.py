@@ -5,6 +5,7 @@ import pytest
 import requests
 import responses
 
+from pipeline import vision
 from pipeline.vision import Layout, VisionClient, VisionError, parse_listing
 from tests.s3xml import error, listing
 
@@ -227,3 +228,47 @@ def test_unusable_200_answers_stop_with_the_symbol_and_url(body, content_type, m
     assert str(failure.value).startswith("BTCUSDT: ")
     assert message in str(failure.value)
     assert BASE in str(failure.value)
+
+
+def canonical_pages() -> list[str]:
+    keys = [*keys_for("BTCUSDT", 3), "data/futures/um/daily/klines/A&B USDT/1m/x.zip"]
+    return [
+        listing(keys, truncated=True, token="tok&amp;1"),
+        listing(keys, url_encode=False),
+        listing(common_prefixes=["data/a/", "data/b c/"], truncated=True, next_marker="data/b c/"),
+        listing([]),
+        # S3 adds ChecksumAlgorithm between ETag and Size for newer uploads.
+        listing(keys).replace("</ETag>", "</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm>"),
+        # Pretty-printed XML, as some S3-compatible servers send.
+        listing(keys).replace("><", ">\n  <"),
+    ]
+
+
+@pytest.mark.parametrize("body", canonical_pages())
+def test_fast_scan_agrees_with_the_elementtree_reference(body, monkeypatch):
+    assert vision._scan_canonical(body.encode()) is not None
+    fast = parse_listing(body.encode(), list_api=1)
+    monkeypatch.setattr(vision, "_scan_canonical", lambda _body: None)
+    assert parse_listing(body.encode(), list_api=1) == fast
+
+
+def test_keep_converts_only_the_selected_objects_but_continues_from_the_last_key():
+    keys = keys_for("BTCUSDT", 2)
+    page = parse_listing(
+        listing(keys, truncated=True).encode(), list_api=1, keep=Layout.is_daily_zip
+    )
+    assert [o.key for o in page.objects] == [keys[0], keys[2]]
+    assert page.continuation == keys[3]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        listing(keys_for("BTCUSDT", 3))[:-200],  # cut mid-entry: no closing root
+        listing(keys_for("BTCUSDT", 3)).replace("<Size>1234</Size>", "<Size>1234</Sze>", 1),
+    ],
+)
+def test_damaged_pages_fall_back_to_the_reference_parser_and_fail(body):
+    assert vision._scan_canonical(body.encode()) is None
+    with pytest.raises(vision.ListingParseError, match="malformed XML"):
+        parse_listing(body.encode())
