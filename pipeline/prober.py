@@ -22,7 +22,7 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.store import SCHEMA
-from pipeline.vision import PAGE_SIZE, Layout, ListedObject, ListingPage, VisionClient
+from pipeline.vision import PAGE_SIZE, Layout, ListingPage, VisionClient, typed_file_columns
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class _Task:
 
 @dataclass(frozen=True)
 class _Outcome:
-    files: dict[dt.date, ListedObject]
+    files: pl.DataFrame
+    """The task's daily files: date, and size, etag, last_modified as listed (text)."""
     followups: list[_Task]
 
 
@@ -97,8 +98,8 @@ def probe(
 
 def _list_all(
     client: VisionClient, layout: Layout, ranges: Sequence[ProbeRange], *, workers: int
-) -> dict[str, dict[dt.date, ListedObject]]:
-    found: dict[str, dict[dt.date, ListedObject]] = defaultdict(dict)
+) -> dict[str, list[pl.DataFrame]]:
+    found: dict[str, list[pl.DataFrame]] = defaultdict(list)
     outstanding: Counter[str] = Counter()
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool,
@@ -119,7 +120,7 @@ def _list_all(
                 for future in done:
                     task = pending.pop(future)
                     outcome = future.result()
-                    found[task.symbol].update(outcome.files)
+                    found[task.symbol].append(outcome.files)
                     submit(outcome.followups)
                     outstanding[task.symbol] -= 1
                     if outstanding[task.symbol] == 0:
@@ -137,7 +138,7 @@ def _run(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
     files = _list_segment(client, layout, task)
     if task.kind == "segment":
         return _Outcome(files, [])
-    return _Outcome(files, _plan_middle(task, tail_has_files=bool(files)))
+    return _Outcome(files, _plan_middle(task, tail_has_files=not files.is_empty()))
 
 
 def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
@@ -145,10 +146,8 @@ def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
         layout.symbol_prefix(task.symbol),
         start_after=layout.start_after(task.symbol, task.first),
         subject=task.symbol,
-        keep=layout.is_daily_zip,
     )
-    files = _files_in(layout, task, page)
-    reached = _last_day(layout, task.symbol, page)
+    files, reached = _files_in(layout, task, page)
     if not page.is_truncated or reached is None or reached >= task.last:
         if page.is_truncated and reached is None:
             # A full page with no daily zip on it: nothing to plan with, so follow it serially.
@@ -176,58 +175,47 @@ def _plan_middle(tail: _Task, *, tail_has_files: bool) -> list[_Task]:
     return chunks
 
 
-def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> dict[dt.date, ListedObject]:
-    files: dict[dt.date, ListedObject] = {}
+def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> pl.DataFrame:
+    found = []
     pages = client.iter_pages(
         layout.symbol_prefix(task.symbol),
         start_after=layout.start_after(task.symbol, task.first),
         subject=task.symbol,
-        keep=layout.is_daily_zip,
     )
     for page in pages:
-        files.update(_files_in(layout, task, page))
-        reached = _last_day(layout, task.symbol, page)
+        files, reached = _files_in(layout, task, page)
+        found.append(files)
         if reached is not None and reached >= task.last:
             break
-    return files
+    return pl.concat(found)
 
 
-def _files_in(layout: Layout, task: _Task, page: ListingPage) -> dict[dt.date, ListedObject]:
-    files = {}
-    for obj in page.objects:
-        day = layout.day_of(task.symbol, obj.key)
-        if day is not None and task.first <= day <= task.last:
-            files[day] = obj
-    return files
-
-
-def _last_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:
-    for obj in reversed(page.objects):
-        day = layout.day_of(symbol, obj.key)
-        if day is not None:
-            return day
-    return None
+def _files_in(
+    layout: Layout, task: _Task, page: ListingPage
+) -> tuple[pl.DataFrame, dt.date | None]:
+    """The page's files within the task's dates, and the last date the page reached."""
+    files = layout.daily_files(task.symbol, page.objects)
+    reached = files.get_column("date").max()
+    within = files.filter(pl.col("date").is_between(task.first, task.last))
+    return within, reached if isinstance(reached, dt.date) else None
 
 
 def _to_rows(
     ranges: Sequence[ProbeRange],
-    found: dict[str, dict[dt.date, ListedObject]],
+    found: dict[str, list[pl.DataFrame]],
     probed_at: dt.datetime,
 ) -> pl.DataFrame:
-    listed = [(symbol, day, obj) for symbol, files in found.items() for day, obj in files.items()]
-    files = pl.DataFrame(
-        {
-            "symbol": [symbol for symbol, _, _ in listed],
-            "date": [day for _, day, _ in listed],
-            "file_size_bytes": [obj.size for _, _, obj in listed],
-            "last_modified": [obj.last_modified for _, _, obj in listed],
-            "etag": [obj.etag for _, _, obj in listed],
-        },
-        schema={
-            name: SCHEMA[name]
-            for name in ("symbol", "date", "file_size_bytes", "last_modified", "etag")
-        },
-    )
+    files = pl.concat(
+        [
+            pl.DataFrame(schema=_FILE_SCHEMA),
+            *(
+                frame.with_columns(symbol=pl.lit(symbol, dtype=pl.String))
+                for symbol, frames in found.items()
+                for frame in frames
+            ),
+        ],
+        how="diagonal",
+    ).select("symbol", "date", "etag", *typed_file_columns())
     grid = (
         pl.DataFrame(
             {
@@ -250,3 +238,12 @@ def _to_rows(
         .select(list(SCHEMA))
         .sort("date", "symbol")
     )
+
+
+_FILE_SCHEMA = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    "size": pl.String(),
+    "etag": pl.String(),
+    "last_modified": pl.String(),
+}

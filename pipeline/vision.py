@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import unescape
 
+import polars as pl
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -68,46 +69,71 @@ class Layout:
         """A listing start that sorts after every key of earlier days and before `day`'s keys."""
         return self._stem(symbol) + day.isoformat()
 
-    def day_of(self, symbol: str, key: str) -> dt.date | None:
-        """The date of a daily zip of `symbol`; None for anything else (checksums, strays)."""
-        stem = self._stem(symbol)
-        if not (key.startswith(stem) and key.endswith(".zip")):
-            return None
-        try:
-            return dt.date.fromisoformat(key[len(stem) : -len(".zip")])
-        except ValueError:
-            return None
+    def daily_files(self, symbol: str, objects: pl.DataFrame) -> pl.DataFrame:
+        """The daily zips of `symbol` among listed objects, dated; checksums and strays dropped.
 
-    @staticmethod
-    def is_daily_zip(key: str) -> bool:
-        return key.endswith(".zip")
+        The file columns stay text (see LISTED_COLUMNS).
+        """
+        stem = self._stem(symbol)
+        key = pl.col("key")
+        return (
+            objects.lazy()
+            .filter(
+                key.str.starts_with(stem),
+                key.str.ends_with(".zip"),
+                key.str.len_chars() == len(stem) + len("YYYY-MM-DD.zip"),
+            )
+            .select(
+                "size",
+                "etag",
+                "last_modified",
+                date=key.str.slice(len(stem), 10).str.to_date("%Y-%m-%d", strict=False),
+            )
+            .drop_nulls("date")
+            .collect()
+        )
 
     def symbol_of(self, common_prefix: str) -> str:
         return common_prefix[len(self.root) :].rstrip("/")
 
 
-@dataclass(frozen=True)
-class ListedObject:
-    key: str
-    size: int
-    etag: str
-    last_modified: dt.datetime
+LISTED_COLUMNS = ("key", "size", "etag", "last_modified")
+"""A page's objects, as S3 wrote them: text, with keys decoded and ETags unquoted.
+
+Typing (`typed_file_columns`) is left to the caller, so that it runs once over a whole probe
+instead of once per page: per-page work is what bounds a backfill's CPU time.
+"""
+S3_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%.fZ"
+
+
+def typed_file_columns() -> list[pl.Expr]:
+    """`size` and `last_modified` as the dataset stores them."""
+    return [
+        pl.col("size").cast(pl.Int64).alias("file_size_bytes"),
+        pl.col("last_modified").str.to_datetime(S3_TIMESTAMP, time_zone="UTC", time_unit="us"),
+    ]
 
 
 @dataclass(frozen=True)
 class ListingPage:
-    objects: list[ListedObject]
+    objects: pl.DataFrame
+    """One row per listed object, in key order, with the text columns LISTED_COLUMNS."""
     common_prefixes: list[str]
     is_truncated: bool
     continuation: str | None
     """What the next page's request continues from (V2 token or V1 marker); None at the end."""
 
     @property
-    def last_key(self) -> str | None:
-        return self.objects[-1].key if self.objects else None
+    def keys(self) -> list[str]:
+        return self.objects.get_column("key").to_list()
 
 
-EMPTY_PAGE = ListingPage(objects=[], common_prefixes=[], is_truncated=False, continuation=None)
+EMPTY_PAGE = ListingPage(
+    objects=pl.DataFrame(schema=dict.fromkeys(LISTED_COLUMNS, pl.String)),
+    common_prefixes=[],
+    is_truncated=False,
+    continuation=None,
+)
 
 
 class VisionClient:
@@ -183,12 +209,10 @@ class VisionClient:
         start_after: str | None = None,
         delimiter: str | None = None,
         subject: str,
-        keep: Callable[[str], bool] | None = None,
     ) -> Iterator[ListingPage]:
         """Pages of a listing, in key order, until the end; stop consuming to stop listing.
 
-        `subject` names what is being listed (a symbol, "symbols") in error messages; `keep`
-        selects the objects worth converting (see `parse_listing`).
+        `subject` names what is being listed (a symbol, "symbols") in error messages.
         """
         continuation: str | None = None
         while True:
@@ -198,7 +222,6 @@ class VisionClient:
                 delimiter=delimiter,
                 continuation=continuation,
                 subject=subject,
-                keep=keep,
             )
             yield page
             if not page.is_truncated:
@@ -225,7 +248,6 @@ class VisionClient:
         delimiter: str | None = None,
         continuation: str | None = None,
         subject: str,
-        keep: Callable[[str], bool] | None = None,
     ) -> ListingPage:
         params = self._page_params(prefix, start_after, delimiter, continuation)
         response = self._get(params, subject)
@@ -244,7 +266,7 @@ class VisionClient:
                 f"not XML, from {response.url}"
             )
         try:
-            return parse_listing(response.content, list_api=self.list_api, keep=keep)
+            return parse_listing(response.content, list_api=self.list_api)
         except ListingParseError as exc:
             raise VisionError(
                 f"{subject}: unreadable listing (HTTP 200, {exc}) from {response.url}"
@@ -314,9 +336,12 @@ class ListingParseError(Exception):
 
 @dataclass(frozen=True)
 class _RawPage:
-    """A listing page's fields as XML text, entity-decoded but not yet interpreted."""
+    """A listing page's fields as XML text (entity-decoded, not yet url-decoded or typed)."""
 
-    entries: list[tuple[str, str, str, str]]  # (key, last_modified, etag, size)
+    keys: list[str]
+    last_modified: list[str]
+    etags: list[str]
+    sizes: list[str]
     common_prefixes: list[str]
     truncated: str | None
     encoding: str | None
@@ -324,40 +349,28 @@ class _RawPage:
     next_marker: str | None
 
 
-def parse_listing(
-    body: bytes, *, list_api: int = 2, keep: Callable[[str], bool] | None = None
-) -> ListingPage:
+def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
     """Parse one ListObjects (V1 or V2) page, decoding `encoding-type=url` names.
 
-    `keep` selects the objects worth converting (the prober needs only the zips). Parsing is
-    the CPU hot path of a backfill: a page in S3's canonical shape is read with a few regular
-    expressions, checked against its own element counts; anything else (errors, damage, an
-    unusual but valid shape) goes through ElementTree, which also gives the precise error.
+    Parsing is the CPU hot path of a backfill. A page in S3's canonical shape is read with one
+    regular expression that also checks each field's format, and the match count is checked
+    against the number of entries. Anything else (errors, damage, an unusual but valid shape)
+    goes through ElementTree, which gives the precise error, and is checked field by field.
     """
-    raw = _scan_canonical(body) or _scan_tree(body)
+    raw = _scan_canonical(body) or _checked(_scan_tree(body))
     decode = unquote_plus if raw.encoding == "url" else _identity
-    try:
-        objects = [
-            ListedObject(
-                key=key,
-                size=int(size),
-                etag=etag.strip('"'),
-                last_modified=dt.datetime.fromisoformat(last_modified),
-            )
-            for key, last_modified, etag, size in (
-                (decode(entry[0]), *entry[1:]) for entry in raw.entries
-            )
-            if keep is None or keep(key)
-        ]
-    except ValueError as exc:
-        raise ListingParseError(f"bad object entry: {exc}") from None
+    keys = [decode(key) for key in raw.keys] if decode is not _identity else raw.keys
+    objects = pl.DataFrame(
+        {"key": keys, "size": raw.sizes, "etag": raw.etags, "last_modified": raw.last_modified},
+        schema=dict.fromkeys(LISTED_COLUMNS, pl.String),
+    )
     if raw.truncated not in ("true", "false"):
         raise ListingParseError("missing IsTruncated")
     common_prefixes = [decode(prefix) for prefix in raw.common_prefixes]
     is_truncated = raw.truncated == "true"
     continuation = None
     if is_truncated:
-        last_key = decode(raw.entries[-1][0]) if raw.entries else None
+        last_key = keys[-1] if keys else None
         continuation = _continuation(raw, decode, last_key, common_prefixes, list_api)
     return ListingPage(
         objects=objects,
@@ -368,11 +381,14 @@ def parse_listing(
 
 
 _CANONICAL_ROOT = f'<ListBucketResult xmlns="{S3_NAMESPACE[1:-1]}">'
+# One entry in S3's element order; elements S3 may add between ETag and Size (such as
+# ChecksumAlgorithm) are skipped. The ETag's quotes stay outside its group.
+_SIZE_TEXT = r"[0-9]{1,18}"
+_TIMESTAMP_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z"
 _CONTENTS = re.compile(
-    r"<Contents>\s*<Key>([^<]*)</Key>\s*<LastModified>([^<]*)</LastModified>"
-    # The ETag's quotes (escaped or not) stay outside the group: it is stored without them.
+    rf"<Contents>\s*<Key>([^<&]*)</Key>\s*<LastModified>({_TIMESTAMP_TEXT})</LastModified>"
     r'\s*<ETag>(?:&quot;|")?([^<&"]*)(?:&quot;|")?</ETag>'
-    r"(?:\s*<(?!Size>)[A-Za-z]+>[^<]*</[A-Za-z]+>)*\s*<Size>([^<]*)</Size>"
+    rf"(?:\s*<(?!Size>)[A-Za-z]+>[^<]*</[A-Za-z]+>)*\s*<Size>({_SIZE_TEXT})</Size>"
 )
 _COMMON_PREFIX = re.compile(r"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
 _PAGE_FIELD = re.compile(
@@ -389,23 +405,28 @@ def _scan_canonical(body: bytes) -> _RawPage | None:
         return None
     if _CANONICAL_ROOT not in text[:300] or not text.rstrip().endswith("</ListBucketResult>"):
         return None
-    if "&#" in text or "<!" in text:  # character references, CDATA, DTDs: leave to the parser
-        return None
     entries = _CONTENTS.findall(text)
-    prefixes = _COMMON_PREFIX.findall(text)
-    if len(entries) != text.count("<Contents>") or len(prefixes) != text.count("<CommonPrefixes>"):
+    # A key with an entity, a comment or CDATA anywhere breaks a match: the count tells.
+    if len(entries) != text.count("<Contents>"):
         return None
-    if any("&" in key for key, *_ in entries):
-        entries = [(_unescape(key), *rest) for key, *rest in entries]
-    prefixes = [_unescape(prefix) for prefix in prefixes]
+    prefix_count = text.count("<CommonPrefixes>")
+    prefixes = _COMMON_PREFIX.findall(text) if prefix_count else []
+    if len(prefixes) != prefix_count:
+        return None
+    keys, last_modified, etags, sizes = (
+        (list(column) for column in zip(*entries, strict=True)) if entries else ([], [], [], [])
+    )
     # S3 puts the page's own fields before the first entry; search the rest only if needed.
     head = text[: text.find("<Contents>")] if entries else text
     fields = dict(_PAGE_FIELD.findall(head))
     if "IsTruncated" not in fields:
         fields = dict(_PAGE_FIELD.findall(text))
     return _RawPage(
-        entries=entries,
-        common_prefixes=prefixes,
+        keys=keys,
+        last_modified=last_modified,
+        etags=etags,
+        sizes=sizes,
+        common_prefixes=[_unescape(prefix) for prefix in prefixes],
         truncated=fields.get("IsTruncated"),
         encoding=fields.get("EncodingType"),
         next_token=_unescape(fields["NextContinuationToken"])
@@ -419,6 +440,17 @@ def _unescape(text: str) -> str:
     return unescape(text, _XML_ENTITIES) if "&" in text else text
 
 
+def _checked(raw: _RawPage) -> _RawPage:
+    for name, values, pattern in (
+        ("Size", raw.sizes, _SIZE_TEXT),
+        ("LastModified", raw.last_modified, _TIMESTAMP_TEXT),
+    ):
+        bad = next((v for v in values if not re.fullmatch(pattern, v)), None)
+        if bad is not None:
+            raise ListingParseError(f"bad object entry: {name} {bad!r}")
+    return raw
+
+
 def _scan_tree(body: bytes) -> _RawPage:
     """The reference path: ElementTree, with a precise error for anything unreadable."""
     try:
@@ -430,16 +462,16 @@ def _scan_tree(body: bytes) -> _RawPage:
     if root.tag != f"{S3_NAMESPACE}ListBucketResult":
         raise ListingParseError(f"unexpected root element {root.tag!r}")
     ns = S3_NAMESPACE
+    entries = list(root.iterfind(f"{ns}Contents"))
+
+    def column(tag: str) -> list[str]:
+        return [entry.findtext(f"{ns}{tag}") or "" for entry in entries]
+
     return _RawPage(
-        entries=[
-            (
-                item.findtext(f"{ns}Key") or "",
-                item.findtext(f"{ns}LastModified") or "",
-                item.findtext(f"{ns}ETag") or "",
-                item.findtext(f"{ns}Size") or "",
-            )
-            for item in root.iterfind(f"{ns}Contents")
-        ],
+        keys=column("Key"),
+        last_modified=column("LastModified"),
+        etags=[etag.strip('"') for etag in column("ETag")],
+        sizes=column("Size"),
         common_prefixes=[
             node.text or "" for node in root.iterfind(f"{ns}CommonPrefixes/{ns}Prefix")
         ],

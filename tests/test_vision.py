@@ -38,15 +38,31 @@ def test_layout_names_keys_and_parses_dates():
     assert LAYOUT.root == "data/futures/um/daily/klines/"
     assert LAYOUT.symbol_prefix("BTCUSDT") == "data/futures/um/daily/klines/BTCUSDT/1m/"
     key = "data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-29.zip"
-    assert LAYOUT.day_of("BTCUSDT", key) == dt.date(2024, 2, 29)
-    assert LAYOUT.day_of("BTCUSDT", key + ".CHECKSUM") is None
-    assert LAYOUT.day_of("BTC", key) is None
     assert LAYOUT.start_after("BTCUSDT", dt.date(2024, 3, 1)) < key.replace("02-29", "03-01")
     assert LAYOUT.start_after("BTCUSDT", dt.date(2024, 3, 1)) > key + ".CHECKSUM"
     trades = Layout(market="cm", data_type="trades", interval="1m")
     assert trades.symbol_prefix("BTCUSD_PERP") == "data/futures/cm/daily/trades/BTCUSD_PERP/"
     trade_key = trades.symbol_prefix("BTCUSD_PERP") + "BTCUSD_PERP-trades-2024-01-01.zip"
-    assert trades.day_of("BTCUSD_PERP", trade_key) == dt.date(2024, 1, 1)
+    assert daily_dates(trades, "BTCUSD_PERP", [trade_key]) == [dt.date(2024, 1, 1)]
+
+
+def daily_dates(layout: Layout, symbol: str, keys: list[str]) -> list[dt.date]:
+    page = parse_listing(listing(keys).encode())
+    return layout.daily_files(symbol, page.objects).get_column("date").to_list()
+
+
+def test_daily_files_keep_only_the_symbols_dated_zips():
+    prefix = LAYOUT.symbol_prefix("BTCUSDT")
+    keys = [
+        prefix + "BTCUSDT-1m-2024-02-29.zip",
+        prefix + "BTCUSDT-1m-2024-02-29.zip.CHECKSUM",
+        prefix + "BTCUSDT-1m-2024-02-30.zip",  # not a date
+        prefix + "BTCUSDT-1m-2024-03.zip",  # a monthly name
+        prefix + "BTCUSDT-5m-2024-03-01.zip",  # another interval
+        prefix + "notes.txt",
+    ]
+    assert daily_dates(LAYOUT, "BTCUSDT", keys) == [dt.date(2024, 2, 29)]
+    assert daily_dates(LAYOUT, "BTC", keys) == []
 
 
 @responses.activate
@@ -62,8 +78,8 @@ def test_v2_pagination_follows_continuation_tokens_across_1000_key_pages():
     responses.get(LIST_URL, body=listing(keys[2000:], prefix=prefix), **XML)
     with client() as vision:
         pages = list(vision.iter_pages(prefix, start_after="S", subject="BTCUSDT"))
-    assert [len(p.objects) for p in pages] == [1000, 1000, 200]
-    assert [o.key for p in pages for o in p.objects] == keys
+    assert [p.objects.height for p in pages] == [1000, 1000, 200]
+    assert [k for p in pages for k in p.keys] == keys
     sent = [query(call) for call in responses.calls]
     assert sent[0]["start-after"] == "S" and "continuation-token" not in sent[0]
     assert sent[1]["continuation-token"] == "t1" and "start-after" not in sent[1]
@@ -81,7 +97,7 @@ def test_v1_pagination_continues_from_last_key_without_next_marker():
     responses.get(LIST_URL, body=listing(keys[1000:], prefix=prefix), **XML)
     with client(list_api=1) as vision:
         pages = list(vision.iter_pages(prefix, subject="ETHUSDT"))
-    assert [o.key for p in pages for o in p.objects] == keys
+    assert [k for p in pages for k in p.keys] == keys
     second = query(responses.calls[1])
     assert second["marker"] == keys[999]
     assert "list-type" not in second
@@ -118,8 +134,9 @@ def test_non_ascii_names_are_percent_encoded_and_decoded():
         page = vision.list_page(
             prefix, start_after=LAYOUT.start_after(symbol, dt.date(2020, 1, 1)), subject=symbol
         )
-    assert [o.key for o in page.objects] == keys
-    assert LAYOUT.day_of(symbol, page.objects[0].key) == dt.date(2020, 1, 1)
+    assert page.keys == keys
+    files = LAYOUT.daily_files(symbol, page.objects)
+    assert files.get_column("date").to_list() == [dt.date(2020, 1, 1), dt.date(2020, 1, 2)]
     url = responses.calls[0].request.url
     assert "%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9F" in url  # 币安人生, UTF-8 percent-encoded
     assert query(responses.calls[0])["prefix"] == prefix
@@ -128,10 +145,9 @@ def test_non_ascii_names_are_percent_encoded_and_decoded():
 def test_parse_listing_without_url_encoding_reads_plain_xml_names():
     keys = ["data/futures/um/daily/klines/龙虾USDT/1m/龙虾USDT-1m-2026-01-01.zip"]
     page = parse_listing(listing(keys, url_encode=False, sizes={keys[0]: 77}).encode())
-    assert page.objects[0].key == keys[0]
-    assert page.objects[0].size == 77
-    assert page.objects[0].etag == "abc123"
-    assert page.objects[0].last_modified == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert page.objects.rows() == [(keys[0], "77", "abc123", "2024-01-02T03:04:05.000Z")]
+    typed = page.objects.select(vision.typed_file_columns()).row(0)
+    assert typed == (77, dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
     assert page.is_truncated is False and page.continuation is None
 
 
@@ -140,7 +156,7 @@ def test_404_means_the_folder_has_no_files():
     responses.get(LIST_URL, status=404, body=error("NoSuchKey"), **XML)
     with client() as vision:
         page = vision.list_page(LAYOUT.symbol_prefix("GONEUSDT"), subject="GONEUSDT")
-    assert page.objects == [] and not page.is_truncated
+    assert page.objects.is_empty() and not page.is_truncated
 
 
 @responses.activate
@@ -150,7 +166,7 @@ def test_transient_503_slowdown_is_retried_and_counted():
     responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
     with client(retries=3) as vision:
         page = vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
-    assert len(page.objects) == 2
+    assert page.objects.height == 2
     assert len(responses.calls) == 3
     assert (vision.requests, vision.retries) == (3, 2)
 
@@ -231,10 +247,10 @@ def test_unusable_200_answers_stop_with_the_symbol_and_url(body, content_type, m
 
 
 def canonical_pages() -> list[str]:
-    keys = [*keys_for("BTCUSDT", 3), "data/futures/um/daily/klines/A&B USDT/1m/x.zip"]
+    keys = [*keys_for("BTCUSDT", 3), "data/futures/um/daily/klines/A B+USDT/1m/x.zip"]
     return [
         listing(keys, truncated=True, token="tok&amp;1"),
-        listing(keys, url_encode=False),
+        listing(keys_for("币安人生USDT", 2), url_encode=False),
         listing(common_prefixes=["data/a/", "data/b c/"], truncated=True, next_marker="data/b c/"),
         listing([]),
         # S3 adds ChecksumAlgorithm between ETag and Size for newer uploads.
@@ -249,16 +265,26 @@ def test_fast_scan_agrees_with_the_elementtree_reference(body, monkeypatch):
     assert vision._scan_canonical(body.encode()) is not None
     fast = parse_listing(body.encode(), list_api=1)
     monkeypatch.setattr(vision, "_scan_canonical", lambda _body: None)
-    assert parse_listing(body.encode(), list_api=1) == fast
-
-
-def test_keep_converts_only_the_selected_objects_but_continues_from_the_last_key():
-    keys = keys_for("BTCUSDT", 2)
-    page = parse_listing(
-        listing(keys, truncated=True).encode(), list_api=1, keep=Layout.is_daily_zip
+    reference = parse_listing(body.encode(), list_api=1)
+    assert reference.objects.equals(fast.objects)
+    assert (reference.common_prefixes, reference.is_truncated, reference.continuation) == (
+        fast.common_prefixes,
+        fast.is_truncated,
+        fast.continuation,
     )
-    assert [o.key for o in page.objects] == [keys[0], keys[2]]
+
+
+def test_v1_continues_from_the_last_key_even_when_it_is_a_checksum():
+    keys = keys_for("BTCUSDT", 2)
+    page = parse_listing(listing(keys, truncated=True).encode(), list_api=1)
     assert page.continuation == keys[3]
+
+
+def test_keys_with_xml_entities_take_the_reference_path_and_come_back_whole():
+    keys = ["data/a&b/x.zip", "data/a<b/y.zip"]
+    body = listing(keys, url_encode=False).encode()
+    assert vision._scan_canonical(body) is None
+    assert parse_listing(body).keys == keys
 
 
 @pytest.mark.parametrize(
