@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONUTF8 := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help update pull test lint format dag status demo clean distclean
+.PHONY: help update pull test lint format dag status demo bench clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,3 +66,6 @@ $(RUNTIME): requirements.lock $(VENV)/.python
 $(DEV): requirements-dev.lock $(RUNTIME)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
 	@touch $@
+
+bench: $(RUNTIME) ## Benchmark at real scale on the emulator (50 ms latency); writes bench/results.json
+	python bench/pipeline_bench.py
