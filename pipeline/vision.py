@@ -385,10 +385,16 @@ _CANONICAL_ROOT = f'<ListBucketResult xmlns="{S3_NAMESPACE[1:-1]}">'
 # ChecksumAlgorithm) are skipped. The ETag's quotes stay outside its group.
 _SIZE_TEXT = r"[0-9]{1,18}"
 _TIMESTAMP_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z"
+# One whole <Contents> element in S3's order. Simple elements may stand between ETag and Size
+# (ChecksumAlgorithm) and after Size (StorageClass), and an Owner after that; each must close
+# with its own name. Groups 1, 2, 3 and 5 are the key, last-modified, ETag (unquoted) and size.
 _CONTENTS = re.compile(
-    rf"<Contents>\s*<Key>([^<&]*)</Key>\s*<LastModified>({_TIMESTAMP_TEXT})</LastModified>"
+    rf"<Contents>\s*<Key>([^<&\r]*)</Key>\s*<LastModified>({_TIMESTAMP_TEXT})</LastModified>"
     r'\s*<ETag>(?:&quot;|")?([^<&"]*)(?:&quot;|")?</ETag>'
-    rf"(?:\s*<(?!Size>)[A-Za-z]+>[^<]*</[A-Za-z]+>)*\s*<Size>({_SIZE_TEXT})</Size>"
+    r"(?:\s*<(?!Size>)(\w+)>[^<]*</\4>)*"
+    rf"\s*<Size>({_SIZE_TEXT})</Size>"
+    r"(?:\s*<(?!Owner>)(\w+)>[^<]*</\6>|\s*<Owner>(?:\s*<(\w+)>[^<]*</\7>)*\s*</Owner>)*"
+    r"\s*</Contents>"
 )
 _COMMON_PREFIX = re.compile(r"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
 _PAGE_FIELD = re.compile(
@@ -403,7 +409,11 @@ def _scan_canonical(body: bytes) -> _RawPage | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _CANONICAL_ROOT not in text[:300] or not text.rstrip().endswith("</ListBucketResult>"):
+    if (
+        _CANONICAL_ROOT not in text[:300]
+        or not text.rstrip().endswith("</ListBucketResult>")
+        or text.count("<ListBucketResult") != 1
+    ):
         return None
     entries = _CONTENTS.findall(text)
     # A key with an entity, a comment or CDATA anywhere breaks a match: the count tells.
@@ -413,14 +423,12 @@ def _scan_canonical(body: bytes) -> _RawPage | None:
     prefixes = _COMMON_PREFIX.findall(text) if prefix_count else []
     if len(prefixes) != prefix_count:
         return None
-    keys, last_modified, etags, sizes = (
-        (list(column) for column in zip(*entries, strict=True)) if entries else ([], [], [], [])
-    )
-    # S3 puts the page's own fields before the first entry; search the rest only if needed.
-    head = text[: text.find("<Contents>")] if entries else text
-    fields = dict(_PAGE_FIELD.findall(head))
-    if "IsTruncated" not in fields:
-        fields = dict(_PAGE_FIELD.findall(text))
+    columns = [list(column) for column in zip(*entries, strict=True)] if entries else [[]] * 7
+    keys, last_modified, etags, _, sizes, _, _ = columns
+    found = _PAGE_FIELD.findall(text)
+    fields = dict(found)
+    if len(fields) != len(found):  # a page field given twice: not a page we can vouch for
+        return None
     return _RawPage(
         keys=keys,
         last_modified=last_modified,

@@ -7,7 +7,7 @@ import responses
 
 from pipeline import vision
 from pipeline.vision import Layout, VisionClient, VisionError, parse_listing
-from tests.s3xml import error, listing
+from tests.s3xml import NS, error, listing
 
 BASE = "https://s3.example.test/data.binance.vision"
 LIST_URL = BASE + "/"
@@ -298,3 +298,65 @@ def test_damaged_pages_fall_back_to_the_reference_parser_and_fail(body):
     assert vision._scan_canonical(body.encode()) is None
     with pytest.raises(vision.ListingParseError, match="malformed XML"):
         parse_listing(body.encode())
+
+
+NS_ROOT = f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="{NS}">'
+ENCODED = "data/futures/um/daily/klines/%E5%B8%81USDT/1m/%E5%B8%81USDT-1m-2024-01-01.zip"
+
+
+def entry(key: str, extra: str = "") -> str:
+    return (
+        f"<Contents><Key>{key}</Key><LastModified>2024-01-02T03:04:05.000Z</LastModified>"
+        f"<ETag>&quot;e&quot;</ETag>{extra}<Size>5</Size></Contents>"
+    )
+
+
+def outcome(body: bytes) -> object:
+    try:
+        page = parse_listing(body)
+    except vision.ListingParseError as exc:
+        return f"error: {str(exc).split(':')[0]}"
+    return (page.objects.rows(), page.common_prefixes, page.is_truncated, page.continuation)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # The response syntax in S3's reference puts some page fields after the entries.
+        NS_ROOT
+        + "<IsTruncated>true</IsTruncated>"
+        + entry(ENCODED)
+        + "<EncodingType>url</EncodingType><NextContinuationToken>T</NextContinuationToken>"
+        "</ListBucketResult>",
+        NS_ROOT
+        + "<IsTruncated>false</IsTruncated>"
+        + entry(ENCODED).replace("</ETag>", "</ETag><StorageClass>X</Bogus>")
+        + "</ListBucketResult>",
+        NS_ROOT
+        + "<IsTruncated>false</IsTruncated>"
+        + entry("k")[: -len("</Contents>")]
+        + "</ListBucketResult>",
+        NS_ROOT
+        + "<IsTruncated>false</IsTruncated>"
+        + entry("k")
+        + "</ListBucketResult>"
+        + NS_ROOT
+        + "<IsTruncated>true</IsTruncated></ListBucketResult>",
+        NS_ROOT + "<IsTruncated>false</IsTruncated>" + entry("a\r\nb") + "</ListBucketResult>",
+        NS_ROOT
+        + "<IsTruncated>true</IsTruncated><NextContinuationToken>A</NextContinuationToken>"
+        + entry("k")
+        + "<NextContinuationToken>B</NextContinuationToken></ListBucketResult>",
+        NS_ROOT
+        + "<IsTruncated>false</IsTruncated>"
+        + entry("k").replace("</Size>", "</Size><Owner><ID>x</ID></Owner>")
+        + "</ListBucketResult>",
+    ],
+    ids=["fields-after", "mismatched-tag", "unclosed", "two-roots", "crlf-key", "twice", "owner"],
+)
+def test_unusual_or_damaged_pages_read_exactly_as_the_reference_parser_reads_them(
+    body, monkeypatch
+):
+    fast = outcome(body.encode())
+    monkeypatch.setattr(vision, "_scan_canonical", lambda _body: None)
+    assert fast == outcome(body.encode())
