@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import yaml
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -79,22 +85,97 @@ def partition_files(dataset: Path) -> list[Path]:
     return sorted(dataset.glob(f"*{PARTITION_SUFFIX}")) if dataset.is_dir() else []
 
 
-def read_dataset(dataset: Path, *, lock: Path = DVC_LOCK) -> pl.DataFrame:
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """What a dataset is a dataset of. Rows of two different identities must never mix."""
+
+    market: str
+    data_type: str
+    interval: str
+    start_date: str
+    contracts: str
+
+    @classmethod
+    def of(cls, config: Config) -> DatasetIdentity:
+        ds = config.dataset
+        return cls(
+            market=ds.market,
+            data_type=ds.data_type,
+            interval=ds.interval,
+            start_date=ds.start_date.isoformat(),
+            contracts=ds.contracts,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.market}/{self.data_type}/{self.interval} {self.contracts} contracts "
+            f"since {self.start_date}"
+        )
+
+
+IDENTITY_FILE = "_dataset.json"
+
+
+def read_dataset(
+    dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK
+) -> pl.DataFrame:
     """The whole dataset, or an empty frame on a genuine first run.
 
-    A dataset that dvc.lock records but that is not on disk (a fresh clone, a CI runner) is
-    never read as empty: that would silently truncate history. It has to be pulled first.
+    A dataset that dvc.lock records is never read as empty or partial when files are missing
+    (a fresh clone, a CI runner, an interrupted checkout): that would silently truncate
+    history. Nor is a dataset of other params merged into: that would mix two datasets.
     """
     files = partition_files(dataset)
+    _check_complete(dataset, files, lock)
     if not files:
-        if recorded_in_dvc_lock(dataset, lock):
-            raise StoreError(
-                f"{dataset} is recorded in {lock} but missing here: "
-                "run `dvc pull` (or `make pull`) first"
-            )
         return empty()
-    frames = [_read_partition(path) for path in files]
-    return pl.concat(frames, how="vertical") if frames else empty()
+    _check_identity(dataset, identity)
+    return pl.concat([_read_partition(path) for path in files], how="vertical")
+
+
+def dataset_symbols(dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK) -> set[str]:
+    """The symbols with rows, reading the symbol column only."""
+    files = partition_files(dataset)
+    _check_complete(dataset, files, lock)
+    if not files:
+        return set()
+    _check_identity(dataset, identity)
+    symbols = pl.scan_parquet(files).select(pl.col("symbol").unique()).collect()
+    return set(symbols.get_column("symbol").to_list())
+
+
+def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
+    entry = dvc_lock_entry(dataset, lock)
+    if entry is None:
+        return
+    on_disk = sum(1 for p in dataset.iterdir() if p.is_file()) if dataset.is_dir() else 0
+    if not files:
+        raise StoreError(
+            f"{dataset} is recorded in {lock} but missing here: "
+            "run `dvc pull` (or `make pull`) first"
+        )
+    recorded = entry.get("nfiles")
+    if isinstance(recorded, int) and on_disk < recorded:
+        raise StoreError(
+            f"{dataset} has {on_disk} of the {recorded} files {lock} records: "
+            "run `dvc checkout` (or `dvc pull`) first"
+        )
+
+
+def _check_identity(dataset: Path, identity: DatasetIdentity) -> None:
+    path = dataset / IDENTITY_FILE
+    try:
+        found = DatasetIdentity(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        raise StoreError(
+            f"{path} is missing or unreadable, so {dataset} cannot be matched to params.yaml: "
+            "restore it with `dvc checkout`"
+        ) from None
+    if found != identity:
+        raise StoreError(
+            f"{dataset} holds {found.describe()} but params.yaml asks for "
+            f"{identity.describe()}: move {dataset} aside to build a new dataset"
+        )
 
 
 def _read_partition(path: Path) -> pl.DataFrame:
@@ -117,27 +198,30 @@ def _describe(schema: pl.Schema | dict[str, pl.DataType]) -> str:
     return ", ".join(f"{name}:{dtype}" for name, dtype in schema.items())
 
 
-def dataset_symbols(dataset: Path, *, lock: Path = DVC_LOCK) -> set[str]:
-    return set(read_dataset(dataset, lock=lock).get_column("symbol").unique().to_list())
-
-
-def recorded_in_dvc_lock(out: Path, lock: Path = DVC_LOCK) -> bool:
-    """Whether any stage in dvc.lock lists `out` among its outputs."""
+def dvc_lock_entry(out: Path, lock: Path = DVC_LOCK) -> dict[str, Any] | None:
+    """The output entry dvc.lock records for `out`, if any stage lists it."""
     if not lock.exists():
-        return False
-    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        return None
+    try:
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    except yaml.YAMLError:
+        raise StoreError(f"{lock} is not valid YAML: resolve it (`git checkout {lock}`)") from None
     wanted = out.as_posix().rstrip("/")
-    return any(
-        entry.get("path", "").rstrip("/") == wanted
-        for stage in stages.values()
-        for entry in stage.get("outs", [])
-    )
+    for stage in stages.values():
+        for entry in stage.get("outs", []):
+            if entry.get("path", "").rstrip("/") == wanted:
+                return entry
+    return None
 
 
-def write_dataset(merged: pl.DataFrame, dataset: Path, *, previous: pl.DataFrame) -> list[str]:
+def write_dataset(
+    merged: pl.DataFrame, dataset: Path, identity: DatasetIdentity, *, previous: pl.DataFrame
+) -> list[str]:
     """Write the months whose rows differ from `previous`; return those months.
 
     Unchanged months are not rewritten, so their files (and DVC's cache) stay as they were.
+    Every changed month is written to a temporary file first and all are renamed into place
+    only once all were written, so a failure leaves the previous dataset as it was.
     """
     dataset.mkdir(parents=True, exist_ok=True)
     new_parts = _by_month(merged)
@@ -149,12 +233,18 @@ def write_dataset(merged: pl.DataFrame, dataset: Path, *, previous: pl.DataFrame
         or month not in old_parts
         or not new_parts[month].equals(old_parts[month])
     )
+    with contextlib.ExitStack() as renames:
+        identity_text = json.dumps(asdict(identity), indent=2, sort_keys=True) + "\n"
+        identity_path = dataset / IDENTITY_FILE
+        if not identity_path.exists() or identity_path.read_text(encoding="utf-8") != identity_text:
+            renames.enter_context(atomic_path(identity_path)).write_text(identity_text)
+        for month in changed:
+            if month in new_parts:
+                tmp = renames.enter_context(atomic_path(partition_path(dataset, month)))
+                _write_frame(new_parts[month], tmp)
     for month in changed:
-        path = partition_path(dataset, month)
-        if month in new_parts:
-            write_parquet(new_parts[month], path)
-        else:
-            path.unlink(missing_ok=True)
+        if month not in new_parts:
+            partition_path(dataset, month).unlink(missing_ok=True)
     return changed
 
 
@@ -167,9 +257,13 @@ def _by_month(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
 
 
 def write_parquet(rows: pl.DataFrame, path: Path) -> None:
-    """Sorted, zstd-compressed, statistics on: unchanged rows give byte-identical files."""
     with atomic_path(path) as tmp:
-        rows.sort(*KEY).write_parquet(tmp, compression="zstd", statistics=True)
+        _write_frame(rows, tmp)
+
+
+def _write_frame(rows: pl.DataFrame, path: Path) -> None:
+    """Sorted, zstd-compressed, statistics on: unchanged rows give byte-identical files."""
+    rows.sort(*KEY).write_parquet(path, compression="zstd", statistics=True)
 
 
 def read_probe_file(path: Path) -> pl.DataFrame:

@@ -12,7 +12,14 @@ from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.prober import ProbeRange, probe
 from pipeline.stage import main
-from pipeline.store import last_date, merge, read_dataset, read_probe_file, write_dataset
+from pipeline.store import (
+    DatasetIdentity,
+    last_date,
+    merge,
+    read_dataset,
+    read_probe_file,
+    write_dataset,
+)
 from pipeline.symbols import read_symbols
 from pipeline.vision import Layout, VisionClient
 
@@ -51,7 +58,8 @@ def update_ranges(
 
 
 def run(config: Config) -> None:
-    existing = read_dataset(config.paths.dataset)
+    identity = DatasetIdentity.of(config)
+    existing = read_dataset(config.paths.dataset, identity)
     backfill = read_probe_file(config.paths.backfill)
     symbols = set(read_symbols(config.paths.symbols)) | set(existing.get_column("symbol").unique())
     first = window_start(config, existing)
@@ -67,7 +75,7 @@ def run(config: Config) -> None:
             probed_at=probed_at,
         )
     merged = merge(existing, backfill, probes)
-    months = write_dataset(merged, config.paths.dataset, previous=existing)
+    months = write_dataset(merged, config.paths.dataset, identity, previous=existing)
     log.info(
         "probed %d symbols for %s to %s with %d requests (%d retries) in %.1fs; "
         "dataset: %d rows, %d symbols, %d months rewritten%s",

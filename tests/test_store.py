@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.store import (
     SCHEMA,
+    DatasetIdentity,
     StoreError,
     empty,
     merge,
@@ -17,6 +18,7 @@ from pipeline.store import (
 from tests.rows import T0, frame, row
 
 T1 = T0 + dt.timedelta(days=1)
+ID = DatasetIdentity("um", "klines", "1m", "2019-09-25", "perpetual")
 
 
 def test_newest_probe_wins_and_keys_are_unique():
@@ -72,25 +74,25 @@ def test_write_dataset_partitions_by_month_and_reads_back(tmp_path):
     rows = merge(
         frame(row("2024-01-31", "A"), row("2024-02-01", "A"), row("2024-02-01", "币安人生USDT"))
     )
-    months = write_dataset(rows, tmp_path / "ds", previous=empty())
+    months = write_dataset(rows, tmp_path / "ds", ID, previous=empty())
     assert months == ["2024-01", "2024-02"]
     assert [p.name for p in partition_files(tmp_path / "ds")] == [
         "2024-01.parquet",
         "2024-02.parquet",
     ]
     assert pl.read_parquet(tmp_path / "ds" / "**" / "*.parquet").equals(rows)
-    assert read_dataset(tmp_path / "ds").equals(rows)
+    assert read_dataset(tmp_path / "ds", ID).equals(rows)
 
 
 def test_only_changed_months_are_rewritten_and_unchanged_bytes_stay(tmp_path):
     ds = tmp_path / "ds"
     before = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
-    write_dataset(before, ds, previous=empty())
+    write_dataset(before, ds, ID, previous=empty())
     january = (ds / "2024-01.parquet").stat()
     after = merge(before, frame(row("2024-02-01", "A", False, probed=T1)))
-    assert write_dataset(after, ds, previous=read_dataset(ds)) == ["2024-02"]
+    assert write_dataset(after, ds, ID, previous=read_dataset(ds, ID)) == ["2024-02"]
     assert (ds / "2024-01.parquet").stat().st_mtime_ns == january.st_mtime_ns
-    assert write_dataset(after, ds, previous=read_dataset(ds)) == []
+    assert write_dataset(after, ds, ID, previous=read_dataset(ds, ID)) == []
 
 
 def test_identical_rows_give_byte_identical_files(tmp_path):
@@ -116,7 +118,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
 
 
 def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
-    assert read_dataset(tmp_path / "ds", lock=tmp_path / "dvc.lock").is_empty()
+    assert read_dataset(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock").is_empty()
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  update:\n    cmd: python -m pipeline.update\n"
         "    outs:\n    - path: " + str(tmp_path / "ds") + "\n      hash: md5\n"
@@ -124,20 +126,74 @@ def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
     with pytest.raises(
         StoreError, match=r"recorded in .*dvc.lock but missing here: run `dvc pull`"
     ):
-        read_dataset(tmp_path / "ds", lock=tmp_path / "dvc.lock")
+        read_dataset(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock")
 
 
 def test_damaged_partitions_are_refused_with_the_fix(tmp_path):
     ds = tmp_path / "ds"
-    write_dataset(merge(frame(row("2024-01-01", "A"))), ds, previous=empty())
+    write_dataset(merge(frame(row("2024-01-01", "A"))), ds, ID, previous=empty())
     path = ds / "2024-01.parquet"
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(
         StoreError, match=r"2024-01.parquet is not a readable Parquet file .*dvc checkout"
     ):
-        read_dataset(ds)
+        read_dataset(ds, ID)
     pl.DataFrame({"date": [dt.date(2024, 1, 1)], "symbol": ["A"]}).write_parquet(path)
     with pytest.raises(
         StoreError, match=r"has columns date:Date, symbol:String, expected date:Date"
     ):
-        read_dataset(ds)
+        read_dataset(ds, ID)
+
+
+def test_a_failure_while_writing_any_month_leaves_every_month_as_it_was(tmp_path, monkeypatch):
+    ds = tmp_path / "ds"
+    before = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
+    write_dataset(before, ds, ID, previous=empty())
+    original = {p.name: p.read_bytes() for p in ds.iterdir()}
+    after = merge(
+        before,
+        frame(row("2024-01-31", "A", probed=T1, size=9), row("2024-02-01", "A", probed=T1, size=9)),
+    )
+    writes = []
+
+    def second_write_fails(self, path, **kwargs):
+        writes.append(path)
+        if len(writes) == 2:
+            raise OSError("disk full")
+        return real_write(self, path, **kwargs)
+
+    real_write = pl.DataFrame.write_parquet
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", second_write_fails)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(after, ds, ID, previous=before)
+    assert {p.name: p.read_bytes() for p in ds.iterdir()} == original
+
+
+def test_a_partly_missing_dataset_is_not_read_as_truncated(tmp_path):
+    ds = tmp_path / "ds"
+    write_dataset(
+        merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A"))), ds, ID, previous=empty()
+    )
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(f"stages:\n  update:\n    outs:\n    - path: {ds}\n      nfiles: 3\n")
+    assert read_dataset(ds, ID, lock=lock).height == 2
+    (ds / "2024-01.parquet").unlink()
+    with pytest.raises(
+        StoreError, match=r"has 2 of the 3 files .*dvc.lock records: run `dvc checkout`"
+    ):
+        read_dataset(ds, ID, lock=lock)
+
+
+def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
+    ds = tmp_path / "ds"
+    write_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
+    hourly = DatasetIdentity("um", "klines", "1h", "2019-09-25", "perpetual")
+    with pytest.raises(StoreError) as refused:
+        read_dataset(ds, hourly)
+    assert str(refused.value) == (
+        f"{ds} holds um/klines/1m perpetual contracts since 2019-09-25 but params.yaml asks for "
+        f"um/klines/1h perpetual contracts since 2019-09-25: move {ds} aside to build a new dataset"
+    )
+    (ds / "_dataset.json").unlink()
+    with pytest.raises(StoreError, match=r"_dataset\.json is missing or unreadable"):
+        read_dataset(ds, ID)
