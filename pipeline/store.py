@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,31 +46,39 @@ def empty() -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMA)
 
 
-def merge(*frames: pl.DataFrame) -> pl.DataFrame:
+def merge(*frames: pl.DataFrame, first_files: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per (date, symbol): the newest probe wins; ties go to the later frame.
 
     Rows before a symbol's first available date are dropped, as the contract says: a symbol
-    has rows from its first file onwards.
+    has rows from its first file onwards. `first_files` (symbol, first_file) adds what is
+    known of first files outside `frames`, when they hold only part of the dataset.
     """
     ordered = pl.concat([frame.lazy() for frame in frames], how="vertical").with_row_index("_order")
-    return (
-        ordered.sort("probe_timestamp", "_order")
-        .unique(subset=list(KEY), keep="last")
-        .pipe(_from_first_file)
-        .drop("_order")
-        .sort(*KEY)
-        .collect()
-    )
+    newest = ordered.sort("probe_timestamp", "_order").unique(subset=list(KEY), keep="last")
+    return _from_first_file(newest.drop("_order"), first_files).sort(*KEY).collect()
 
 
 def trim_to_first_file(rows: pl.DataFrame) -> pl.DataFrame:
     """Drop each symbol's rows before its first available date (and symbols with none)."""
-    return rows.lazy().pipe(_from_first_file).sort(*KEY).collect()
+    return _from_first_file(rows.lazy(), None).sort(*KEY).collect()
 
 
-def _from_first_file(rows: pl.LazyFrame) -> pl.LazyFrame:
-    first_file = pl.col("date").filter(pl.col("available")).min().over("symbol")
-    return rows.filter(pl.col("date") >= first_file)
+def first_files(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Each symbol's first available date, as (symbol, first_file)."""
+    return rows.filter(pl.col("available")).group_by("symbol").agg(first_file=pl.col("date").min())
+
+
+def _from_first_file(rows: pl.LazyFrame, known: pl.DataFrame | None) -> pl.LazyFrame:
+    firsts = first_files(rows)
+    if known is not None:
+        firsts = (
+            pl.concat([firsts, known.lazy()]).group_by("symbol").agg(pl.col("first_file").min())
+        )
+    return (
+        rows.join(firsts, on="symbol", how="inner")
+        .filter(pl.col("date") >= pl.col("first_file"))
+        .drop("first_file")
+    )
 
 
 def month_of(column: str = "date") -> pl.Expr:
@@ -116,32 +124,67 @@ class DatasetIdentity:
 IDENTITY_FILE = "_dataset.json"
 
 
-def read_dataset(
-    dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK
-) -> pl.DataFrame:
-    """The whole dataset, or an empty frame on a genuine first run.
+@dataclass(frozen=True)
+class Summary:
+    """What a run needs to know about the whole dataset, read from three columns only."""
+
+    symbols: set[str]
+    last_date: dt.date | None
+    first_files: pl.DataFrame  # symbol, first_file
+
+
+def summarize(dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK) -> Summary:
+    """Check that the dataset is whole and ours, then summarise it without loading it.
 
     A dataset that dvc.lock records is never read as empty or partial when files are missing
     (a fresh clone, a CI runner, an interrupted checkout): that would silently truncate
     history. Nor is a dataset of other params merged into: that would mix two datasets.
     """
-    files = partition_files(dataset)
-    _check_complete(dataset, files, lock)
+    files = _checked_files(dataset, identity, lock)
     if not files:
-        return empty()
-    _check_identity(dataset, identity)
-    return pl.concat([_read_partition(path) for path in files], how="vertical")
+        return Summary(
+            symbols=set(),
+            last_date=None,
+            first_files=pl.DataFrame(schema={"symbol": pl.String, "first_file": pl.Date}),
+        )
+    rows = pl.scan_parquet(files).select("symbol", "date", "available")
+    symbols, newest, firsts = pl.collect_all(
+        [
+            rows.select(pl.col("symbol").unique()),
+            rows.select(pl.col("date").max()),
+            first_files(rows),
+        ]
+    )
+    return Summary(
+        symbols=set(symbols.get_column("symbol").to_list()),
+        last_date=newest.item(),
+        first_files=firsts,
+    )
 
 
-def dataset_symbols(dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK) -> set[str]:
-    """The symbols with rows, reading the symbol column only."""
+def read_months(dataset: Path, months: Iterable[str]) -> pl.DataFrame:
+    """The rows of the given months (those that exist), each partition validated."""
+    paths = [partition_path(dataset, month) for month in sorted(set(months))]
+    frames = [_read_partition(path) for path in paths if path.exists()]
+    return pl.concat(frames, how="vertical") if frames else empty()
+
+
+def read_dataset(
+    dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK
+) -> pl.DataFrame:
+    """The whole dataset, checked as `summarize` checks it; empty on a genuine first run."""
+    files = _checked_files(dataset, identity, lock)
+    return pl.concat([_read_partition(p) for p in files], how="vertical") if files else empty()
+
+
+def _checked_files(dataset: Path, identity: DatasetIdentity, lock: Path) -> list[Path]:
     files = partition_files(dataset)
     _check_complete(dataset, files, lock)
-    if not files:
-        return set()
-    _check_identity(dataset, identity)
-    symbols = pl.scan_parquet(files).select(pl.col("symbol").unique()).collect()
-    return set(symbols.get_column("symbol").to_list())
+    if files:
+        _check_identity(dataset, identity)
+        for path in files:
+            _check_schema(path, pl.read_parquet_schema)
+    return files
 
 
 def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
@@ -179,19 +222,25 @@ def _check_identity(dataset: Path, identity: DatasetIdentity) -> None:
 
 
 def _read_partition(path: Path) -> pl.DataFrame:
+    return _check_schema(path, pl.read_parquet)
+
+
+def _check_schema(path: Path, read: Callable[[Path], Any]) -> Any:
+    """`read(path)` (a frame or a schema), refused unless it has the dataset's columns."""
     try:
-        frame = pl.read_parquet(path)
+        result = read(path)
     except Exception as exc:  # polars raises several types for a damaged file
         raise StoreError(
             f"{path} is not a readable Parquet file ({type(exc).__name__}): "
             "restore it with `dvc checkout` or `dvc pull`"
         ) from None
-    if dict(frame.schema) != SCHEMA:
+    schema = result.schema if isinstance(result, pl.DataFrame) else result
+    if dict(schema) != SCHEMA:
         raise StoreError(
-            f"{path} has columns {_describe(frame.schema)}, expected {_describe(SCHEMA)}: "
+            f"{path} has columns {_describe(schema)}, expected {_describe(SCHEMA)}: "
             "restore it with `dvc checkout` or `dvc pull`"
         )
-    return frame
+    return result
 
 
 def _describe(schema: pl.Schema | dict[str, pl.DataType]) -> str:
@@ -290,8 +339,3 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def last_date(rows: pl.DataFrame) -> dt.date | None:
-    value = rows.get_column("date").max()
-    return value if isinstance(value, dt.date) else None

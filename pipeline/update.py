@@ -14,10 +14,12 @@ from pipeline.prober import ProbeRange, probe
 from pipeline.stage import main
 from pipeline.store import (
     DatasetIdentity,
-    last_date,
+    Summary,
     merge,
-    read_dataset,
+    month_of,
+    read_months,
     read_probe_file,
+    summarize,
     write_dataset,
 )
 from pipeline.symbols import read_symbols
@@ -26,9 +28,8 @@ from pipeline.vision import Layout, VisionClient
 log = logging.getLogger(__name__)
 
 
-def window_start(config: Config, existing: pl.DataFrame) -> dt.date:
+def window_start(config: Config, newest: dt.date | None) -> dt.date:
     """The lookback window's first day, reaching back further if runs were missed."""
-    newest = last_date(existing)
     if newest is not None and newest > config.last_date:
         raise PipelineError(
             f"the dataset already has {newest}, after run.as_of - 1 ({config.last_date}): "
@@ -40,15 +41,19 @@ def window_start(config: Config, existing: pl.DataFrame) -> dt.date:
     return first
 
 
-def freshly_backfilled(backfill: pl.DataFrame, existing: pl.DataFrame, last: dt.date) -> set[str]:
-    """Symbols this run's backfill already probed through `last`: listing them again is waste.
+def fresh_history(backfill: pl.DataFrame, summary: Summary) -> pl.DataFrame:
+    """The backfilled rows of symbols the dataset does not have yet.
 
-    A symbol already in the dataset was merged by an earlier run, so its backfill rows are old
-    news and its lookback window must be listed like any other symbol's.
+    Rows of symbols already in the dataset were merged by an earlier run: merging them again
+    would only rewrite history with older probes.
     """
-    reach = backfill.group_by("symbol").agg(pl.col("date").max())
-    probed_through = set(reach.filter(pl.col("date") >= last).get_column("symbol").to_list())
-    return probed_through - set(existing.get_column("symbol").unique().to_list())
+    return backfill.filter(~pl.col("symbol").is_in(list(summary.symbols)))
+
+
+def probed_through(history: pl.DataFrame, last: dt.date) -> set[str]:
+    """Symbols whose fresh history already reaches `last`: listing them again is waste."""
+    reach = history.group_by("symbol").agg(pl.col("date").max())
+    return set(reach.filter(pl.col("date") >= last).get_column("symbol").to_list())
 
 
 def update_ranges(
@@ -59,36 +64,37 @@ def update_ranges(
 
 def run(config: Config) -> None:
     identity = DatasetIdentity.of(config)
-    existing = read_dataset(config.paths.dataset, identity)
-    backfill = read_probe_file(config.paths.backfill)
-    symbols = set(read_symbols(config.paths.symbols)) | set(existing.get_column("symbol").unique())
-    first = window_start(config, existing)
-    skip = freshly_backfilled(backfill, existing, config.last_date)
-    ranges = update_ranges(symbols, first, config, skip=skip)
-    probed_at = dt.datetime.now(dt.UTC)
+    summary = summarize(config.paths.dataset, identity)
+    history = fresh_history(read_probe_file(config.paths.backfill), summary)
+    symbols = set(read_symbols(config.paths.symbols)) | summary.symbols
+    first = window_start(config, summary.last_date)
+    ranges = update_ranges(symbols, first, config, skip=probed_through(history, config.last_date))
     with VisionClient.from_config(config) as client:
         probes, stats = probe(
             client,
             Layout.from_config(config),
             ranges,
             workers=config.probe.workers,
-            probed_at=probed_at,
+            probed_at=dt.datetime.now(dt.UTC),
         )
-    merged = merge(existing, backfill, probes)
-    months = write_dataset(merged, config.paths.dataset, identity, previous=existing)
+    # Only the months that new rows fall in are read, merged and rewritten.
+    months = pl.concat([history, probes]).select(month_of().unique()).to_series().to_list()
+    previous = read_months(config.paths.dataset, months)
+    merged = merge(previous, history, probes, first_files=summary.first_files)
+    rewritten = write_dataset(merged, config.paths.dataset, identity, previous=previous)
     log.info(
         "probed %d symbols for %s to %s with %d requests (%d retries) in %.1fs; "
-        "dataset: %d rows, %d symbols, %d months rewritten%s",
+        "merged %d new rows of %d symbols; %d months rewritten%s",
         stats.symbols,
         first,
         config.last_date,
         stats.requests,
         stats.retries,
         stats.seconds,
-        merged.height,
-        merged.get_column("symbol").n_unique(),
-        len(months),
-        f" ({', '.join(months)})" if len(months) <= 6 else "",
+        history.height + probes.height,
+        len(symbols),
+        len(rewritten),
+        f" ({', '.join(rewritten)})" if len(rewritten) <= 6 else "",
     )
 
 

@@ -197,3 +197,13 @@ def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
     (ds / "_dataset.json").unlink()
     with pytest.raises(StoreError, match=r"_dataset\.json is missing or unreadable"):
         read_dataset(ds, ID)
+
+
+def test_merging_part_of_the_dataset_keeps_rows_of_symbols_whose_first_file_is_elsewhere():
+    window = frame(row("2024-03-01", "OLD", False, probed=T1), row("2024-03-01", "NEW", False))
+    known = pl.DataFrame(
+        {"symbol": ["OLD"], "first_file": [dt.date(2020, 1, 1)]},
+        schema={"symbol": pl.String, "first_file": pl.Date},
+    )
+    assert merge(window, first_files=known).select("symbol", "available").rows() == [("OLD", False)]
+    assert merge(window).is_empty()
