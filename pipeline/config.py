@@ -116,6 +116,8 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
     as_of = reader.optional_date("run.as_of") or today
     if dataset.start_date < EARLIEST_START:
         reader.fail("dataset.start_date", f"must be on or after {EARLIEST_START}")
+    if as_of > today + dt.timedelta(days=1):
+        reader.fail("run.as_of", f"is in the future ({as_of}): no file for it can exist yet")
     if dataset.start_date >= as_of:
         reader.fail("dataset.start_date", f"must be before run.as_of ({as_of})")
     return Config(

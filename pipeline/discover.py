@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.stage import main
-from pipeline.symbols import in_scope, preview, read_symbols, write_symbols
+from pipeline.symbols import SymbolsError, in_scope, preview, read_symbols, write_symbols
 from pipeline.vision import Layout, VisionClient
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def run(config: Config) -> None:
             "check vision.listing_url, dataset.market and dataset.data_type"
         )
     path = config.paths.symbols
-    previous = set(read_symbols(path)) if path.exists() else set()
+    previous = _previous_symbols(path)
     changed = write_symbols(path, symbols)
     new, gone = set(symbols) - previous, previous - set(symbols)
     log.info(
@@ -43,6 +44,17 @@ def run(config: Config) -> None:
         path,
         "rewritten" if changed else "unchanged",
     )
+
+
+def _previous_symbols(path: Path) -> set[str]:
+    """The list being replaced; a damaged one is what discover is there to repair."""
+    if not path.exists():
+        return set()
+    try:
+        return set(read_symbols(path))
+    except SymbolsError as exc:
+        log.warning("replacing an invalid %s: %s", path, exc)
+        return set()
 
 
 if __name__ == "__main__":

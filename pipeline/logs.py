@@ -12,6 +12,8 @@ from concurrent_log_handler import ConcurrentRotatingFileHandler
 FORMAT = "%(asctime)s %(stage)s %(levelname)s %(message)s"
 MAX_LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 5
+# A record carrying this attribute (a traceback) goes to the log file, not to stderr.
+FILE_ONLY = "file_only"
 # Marks the handlers set up here, so that a second call replaces them and leaves others alone.
 _OURS = "_vision_availability"
 
@@ -31,8 +33,10 @@ def setup_logging(stage: str, log_file: Path, *, level: int = logging.INFO) -> N
     log_file.parent.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
     handlers: list[logging.Handler] = [
-        logging.StreamHandler(sys.stderr),
+        console,
         ConcurrentRotatingFileHandler(
             str(log_file), maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
         ),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
-from pipeline.logs import setup_logging
+from pipeline.logs import FILE_ONLY, setup_logging
 
 FALLBACK_LOG = Path("logs/pipeline.log")
 
@@ -29,6 +29,11 @@ def run_stage(
         body(config)
     except PipelineError as exc:
         log.error("%s", exc)
+        return 1
+    except Exception as exc:  # one line for the operator; the traceback goes to the log file
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        log.error("unexpected %s: %s", type(exc).__name__, first_line)
+        log.error("traceback of the error above", exc_info=True, extra={FILE_ONLY: True})
         return 1
     except KeyboardInterrupt:
         log.error("interrupted; nothing was written by the unfinished step")

@@ -8,8 +8,10 @@ lists instead of sending one HEAD per (symbol, date).
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from xml.sax.saxutils import unescape
 import polars as pl
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from pipeline.config import KLINE_DATA_TYPES, Config
@@ -156,25 +159,24 @@ class VisionClient:
         self.timeout_s = timeout_s
         self.list_api = list_api
         self.session = requests.Session()
+        self.retry = CountingRetry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            backoff_factor=backoff_s,
+            backoff_jitter=backoff_s,
+            backoff_max=max(backoff_s * 8, 1.0),
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            on_retry=self._count_retry,
+            retry_after_cap=timeout_s,
+        )
         adapter = HTTPAdapter(
-            pool_connections=1,
-            pool_maxsize=pool_size,
-            pool_block=True,
-            max_retries=CountingRetry(
-                total=retries,
-                connect=retries,
-                read=retries,
-                status=retries,
-                other=0,
-                backoff_factor=backoff_s,
-                backoff_jitter=backoff_s,
-                backoff_max=max(backoff_s * 8, 1.0),
-                status_forcelist=RETRY_STATUSES,
-                allowed_methods=frozenset({"GET"}),
-                respect_retry_after_header=True,
-                raise_on_status=False,
-                on_retry=self._count_retry,
-            ),
+            pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=self.retry
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -251,13 +253,15 @@ class VisionClient:
     ) -> ListingPage:
         params = self._page_params(prefix, start_after, delimiter, continuation)
         response = self._get(params, subject)
-        if response.status_code == 404:
-            # Binance Vision answers 404 for a folder that holds no files.
+        code = _s3_error_code(response.content) if response.status_code != 200 else None
+        if response.status_code == 404 and code != "NoSuchBucket":
+            # Binance Vision answers 404 for a folder that holds no files. A missing bucket
+            # is a wrong vision.listing_url, never "no files": that would blank every symbol.
             return EMPTY_PAGE
         if response.status_code != 200:
             raise VisionError(
                 f"{subject}: listing failed with HTTP {response.status_code}"
-                f"{_s3_error_code(response.content)} from {response.url}"
+                f"{f' ({code})' if code else ''} from {response.url}"
             )
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if content_type not in XML_CONTENT_TYPES:
@@ -296,13 +300,21 @@ class VisionClient:
         url = self.listing_url + "/"
         with self._lock:
             self.requests += 1
-        try:
-            return self.session.get(url, params=params, timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            shown = requests.Request("GET", url, params=params).prepare().url
-            raise VisionError(
-                f"{subject}: listing failed after retries ({_reason(exc)}) from {shown}"
-            ) from None
+        # urllib3 retries what fails before the response headers; a body cut short or
+        # stalled midway surfaces here instead, and gets the same budget and backoff.
+        retry = self.retry
+        while True:
+            try:
+                return self.session.get(url, params=params, timeout=self.timeout_s)
+            except requests.RequestException as exc:
+                if not _failed_in_body(exc) or retry.total is None or retry.total <= 0:
+                    shown = requests.Request("GET", url, params=params).prepare().url
+                    raise VisionError(
+                        f"{subject}: listing failed after retries ({_reason(exc)}) from {shown}"
+                    ) from None
+                retry = retry.new(total=retry.total - 1, history=(*retry.history, None))
+                self._count_retry()
+                time.sleep(retry.get_backoff_time())
 
     def _count_retry(self) -> None:
         with self._lock:
@@ -311,17 +323,40 @@ class VisionClient:
 
 
 class CountingRetry(Retry):
-    """urllib3's Retry, reporting each retry it grants so that the run can count them."""
+    """urllib3's Retry, reporting each retry it grants so that the run can count them.
 
-    def __init__(self, *args: Any, on_retry: Callable[[], None] | None = None, **kwargs: Any):
+    Two departures from urllib3's defaults: the first retry already waits (urllib3 retries at
+    once, so every worker hits a throttling server again together), and a server's
+    Retry-After is honoured only up to `retry_after_cap` seconds.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        on_retry: Callable[[], None] | None = None,
+        retry_after_cap: float = 30.0,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.on_retry = on_retry
+        self.retry_after_cap = retry_after_cap
 
     def new(self, **kwargs: Any) -> CountingRetry:
         # Retry copies itself on every attempt; the callback must travel with the copy.
         retry = super().new(**kwargs)
         retry.on_retry = self.on_retry
+        retry.retry_after_cap = self.retry_after_cap
         return retry
+
+    def get_backoff_time(self) -> float:
+        attempts = len(self.history)
+        if attempts == 0:
+            return 0.0
+        backoff = min(self.backoff_max, self.backoff_factor * 2 ** (attempts - 1))
+        return backoff + random.uniform(0, self.backoff_jitter)
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.retry_after_cap)
 
     def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
         retry = super().increment(*args, **kwargs)  # raises once the budget is spent
@@ -510,18 +545,29 @@ def _identity(text: str) -> str:
     return text
 
 
-def _s3_error_code(body: bytes) -> str:
+def _s3_error_code(body: bytes) -> str | None:
     try:
-        code = ET.fromstring(body).findtext("Code")
+        return ET.fromstring(body).findtext("Code")
     except ET.ParseError:
-        return ""
-    return f" ({code})" if code else ""
+        return None
+
+
+def _failed_in_body(exc: requests.RequestException) -> bool:
+    """Whether the response broke off after its headers (urllib3 has not retried it)."""
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(cause, ReadTimeoutError)
 
 
 def _reason(exc: requests.RequestException) -> str:
     """A short cause: requests' own messages nest whole tracebacks-worth of reprs."""
-    if isinstance(exc, requests.Timeout):
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    if isinstance(exc, requests.Timeout) or isinstance(reason, ReadTimeoutError | TimeoutError):
         return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "response cut short"
     if isinstance(exc, requests.exceptions.RetryError):
         return "too many retries"
     if isinstance(exc, requests.ConnectionError):

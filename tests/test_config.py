@@ -64,6 +64,7 @@ def test_config_is_frozen():
         ("dataset.start_date", "2019-02-30", "dataset.start_date must be a date like 2019-09-25"),
         ("dataset.start_date", "2018-01-01", "dataset.start_date must be on or after 2019-09-25"),
         ("run.as_of", "2019-09-25", "dataset.start_date must be before run.as_of (2019-09-25)"),
+        ("run.as_of", "2026-12-01", "run.as_of is in the future (2026-12-01): no file for it"),
         ("update.lookback_days", 0, "update.lookback_days must be at least 1 (got 0)"),
         ("update.lookback_days", "20", "update.lookback_days must be a whole number (got '20')"),
         ("probe.workers", True, "probe.workers must be a whole number (got True)"),

@@ -184,3 +184,23 @@ def test_each_stage_logs_what_it_did_to_the_rotating_log_file(project, bucket):
     assert " detect_gaps INFO 2 of 2 symbols need their full history" in log
     assert " backfill INFO backfilled 2 symbols (2023-01-01 to 2024-05-31)" in log
     assert " update INFO probed 0 symbols" in log
+
+
+def test_discover_repairs_a_hand_broken_symbols_json(project, bucket):
+    Path("symbols.json").write_text('{"symbols": ["ZZZ", "AAA"]}')
+    assert run_stage("discover", discover.run) == 0
+    assert json.loads(Path("symbols.json").read_text()) == {"symbols": ["BTCUSDT", "币安人生USDT"]}
+
+
+def test_an_unexpected_error_is_one_line_on_stderr_and_a_traceback_in_the_log(
+    project, monkeypatch, capsys
+):
+    def boom(config):
+        raise OSError("No space left on device\nsecond line")
+
+    assert run_stage("update", boom) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].endswith("update ERROR unexpected OSError: No space left on device")
+    log = Path("logs/pipeline.log").read_text(encoding="utf-8")
+    assert "Traceback (most recent call last)" in log

@@ -160,6 +160,13 @@ def test_404_means_the_folder_has_no_files():
 
 
 @responses.activate
+def test_a_missing_bucket_is_an_error_not_an_empty_folder():
+    responses.get(LIST_URL, status=404, body=error("NoSuchBucket"), **XML)
+    with client() as vision, pytest.raises(VisionError, match=r"HTTP 404 \(NoSuchBucket\) from"):
+        vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
+
+
+@responses.activate
 def test_transient_503_slowdown_is_retried_and_counted():
     responses.get(LIST_URL, status=503, body=error("SlowDown"), **XML)
     responses.get(LIST_URL, status=500, body=error("InternalError"), **XML)
@@ -360,3 +367,69 @@ def test_unusual_or_damaged_pages_read_exactly_as_the_reference_parser_reads_the
     fast = outcome(body.encode())
     monkeypatch.setattr(vision, "_scan_canonical", lambda _body: None)
     assert fast == outcome(body.encode())
+
+
+def test_the_first_retry_already_backs_off_and_retry_after_is_capped():
+    retry = vision.CountingRetry(
+        backoff_factor=0.5, backoff_jitter=0, backoff_max=4, retry_after_cap=3
+    )
+    assert retry.get_backoff_time() == 0
+    waits = []
+    for _ in range(5):
+        retry = retry.new(history=(*retry.history, None))
+        waits.append(retry.get_backoff_time())
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert retry.parse_retry_after("3600") == 3
+    assert retry.parse_retry_after("1") == 1
+
+
+@pytest.fixture
+def flaky_server():
+    """A raw HTTP server: the first `cut` answers break off mid-body, then a real page."""
+    import socket
+    import threading
+
+    state = {"cut": 0, "served": 0}
+    body = listing(keys_for("BTCUSDT", 1)).encode()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                state["served"] += 1
+                head = (
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                cut = state["served"] <= state["cut"]
+                conn.sendall(head.encode() + (body[:50] if cut else body))
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/data.binance.vision", state
+    listener.close()
+
+
+def test_a_response_cut_short_midway_is_retried(flaky_server):
+    url, state = flaky_server
+    state["cut"] = 2
+    with VisionClient(url, timeout_s=5, retries=3, backoff_s=0, pool_size=1) as client:
+        page = client.list_page("p/", subject="BTCUSDT")
+    assert page.objects.height == 2
+    assert (state["served"], client.requests, client.retries) == (3, 3, 2)
+
+
+def test_a_response_always_cut_short_fails_after_the_retries(flaky_server):
+    url, state = flaky_server
+    state["cut"] = 99
+    expected = r"^BTCUSDT: listing failed after retries \(response cut short\) from http://127"
+    with (
+        VisionClient(url, timeout_s=5, retries=2, backoff_s=0, pool_size=1) as client,
+        pytest.raises(VisionError, match=expected),
+    ):
+        client.list_page("p/", subject="BTCUSDT")
+    assert state["served"] == 3
