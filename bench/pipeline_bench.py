@@ -129,7 +129,7 @@ def main() -> int:
 def measure(
     project: ScratchProject, emulator: EmulatorProcess, minimal: int
 ) -> tuple[Figures, str]:
-    cache = project.root / ".dvc" / "cache"
+    cache = project.root / ".dvc" / "cache" / "files"  # objects only, not the run-cache
     cached_before = count_files(cache)
     emulator.reset_counters()
     out = project.root / ".measure.json"

@@ -34,6 +34,7 @@ def run(config: Config) -> None:
             history_ranges(gaps, config),
             workers=config.probe.workers,
             probed_at=probed_at,
+            from_first_file=True,
         )
     history = trim_to_first_file(rows)
     write_parquet(history, config.paths.backfill)

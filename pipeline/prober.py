@@ -22,7 +22,14 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.store import SCHEMA
-from pipeline.vision import PAGE_SIZE, Layout, ListingPage, VisionClient, typed_file_columns
+from pipeline.vision import (
+    LISTED_COLUMNS,
+    PAGE_SIZE,
+    Layout,
+    ListingPage,
+    VisionClient,
+    typed_file_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +72,15 @@ class _Task:
 
 @dataclass(frozen=True)
 class _Outcome:
-    files: pl.DataFrame
-    """The task's daily files: date, and size, etag, last_modified as listed (text)."""
+    pages: list[pl.DataFrame]
+    """The listed zips as they came (see LISTED_COLUMNS): checked and dated once, at the end."""
     followups: list[_Task]
+
+    @classmethod
+    def of(cls, pages: list[ListingPage], followups: list[_Task]) -> _Outcome:
+        # Only zips are kept: the checksums are half of every page and of the memory.
+        zips = [page.objects.filter(pl.col("key").str.ends_with(".zip")) for page in pages]
+        return cls(zips, followups)
 
 
 def probe(
@@ -77,8 +90,12 @@ def probe(
     *,
     workers: int,
     probed_at: dt.datetime,
+    from_first_file: bool = False,
 ) -> tuple[pl.DataFrame, ProbeStats]:
     """Rows in the dataset schema for every (symbol, date) of `ranges`, and what it cost.
+
+    With `from_first_file` (a full-history probe), a symbol's rows start at its first file
+    found, and a symbol with no file gets none, as the dataset contract has it.
 
     Raises VisionError (naming the symbol, URL and status) if any listing fails for good;
     then no rows are returned at all.
@@ -86,7 +103,7 @@ def probe(
     started = time.monotonic()
     requests_before, retries_before = client.requests, client.retries
     found = _list_all(client, layout, ranges, workers=workers)
-    rows = _to_rows(ranges, found, probed_at)
+    rows = _to_rows(layout, ranges, found, probed_at, from_first_file=from_first_file)
     stats = ProbeStats(
         symbols=len(ranges),
         requests=client.requests - requests_before,
@@ -120,7 +137,7 @@ def _list_all(
                 for future in done:
                     task = pending.pop(future)
                     outcome = future.result()
-                    found[task.symbol].append(outcome.files)
+                    found[task.symbol].extend(outcome.pages)
                     submit(outcome.followups)
                     outstanding[task.symbol] -= 1
                     if outstanding[task.symbol] == 0:
@@ -135,10 +152,12 @@ def _list_all(
 def _run(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
     if task.kind == "head":
         return _run_head(client, layout, task)
-    files = _list_segment(client, layout, task)
+    pages = _list_segment(client, layout, task)
     if task.kind == "segment":
-        return _Outcome(files, [])
-    return _Outcome(files, _plan_middle(task, tail_has_files=not files.is_empty()))
+        return _Outcome.of(pages, [])
+    first_day = _first_day(layout, task.symbol, pages[0])
+    alive = first_day is not None and first_day <= task.last
+    return _Outcome.of(pages, _plan_middle(task, tail_has_files=alive))
 
 
 def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
@@ -147,18 +166,18 @@ def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
         start_after=layout.start_after(task.symbol, task.first),
         subject=task.symbol,
     )
-    files, reached = _files_in(layout, task, page)
+    reached = _last_day(layout, task.symbol, page)
     if not page.is_truncated or reached is None or reached >= task.last:
         if page.is_truncated and reached is None:
             # A full page with no daily zip on it: nothing to plan with, so follow it serially.
-            return _Outcome(files, [_Task("segment", task.symbol, task.first, task.last)])
-        return _Outcome(files, [])
+            return _Outcome.of([page], [_Task("segment", task.symbol, task.first, task.last)])
+        return _Outcome.of([page], [])
     rest_first = reached + ONE_DAY
     tail_first = max(rest_first, task.last - dt.timedelta(days=PAGE_DAYS - 1))
     if tail_first == rest_first:
-        return _Outcome(files, [_Task("segment", task.symbol, rest_first, task.last)])
+        return _Outcome.of([page], [_Task("segment", task.symbol, rest_first, task.last)])
     gap = (rest_first, tail_first - ONE_DAY)
-    return _Outcome(files, [_Task("tail", task.symbol, tail_first, task.last, gap=gap)])
+    return _Outcome.of([page], [_Task("tail", task.symbol, tail_first, task.last, gap=gap)])
 
 
 def _plan_middle(tail: _Task, *, tail_has_files: bool) -> list[_Task]:
@@ -175,57 +194,68 @@ def _plan_middle(tail: _Task, *, tail_has_files: bool) -> list[_Task]:
     return chunks
 
 
-def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> pl.DataFrame:
-    found = []
-    pages = client.iter_pages(
+def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> list[ListingPage]:
+    pages = []
+    listing = client.iter_pages(
         layout.symbol_prefix(task.symbol),
         start_after=layout.start_after(task.symbol, task.first),
         subject=task.symbol,
     )
-    for page in pages:
-        files, reached = _files_in(layout, task, page)
-        found.append(files)
+    for page in listing:
+        pages.append(page)
+        reached = _last_day(layout, task.symbol, page)
         if reached is not None and reached >= task.last:
             break
-    return pl.concat(found)
+    return pages
 
 
-def _files_in(
-    layout: Layout, task: _Task, page: ListingPage
-) -> tuple[pl.DataFrame, dt.date | None]:
-    """The page's files within the task's dates, and the last date the page reached."""
-    files = layout.daily_files(task.symbol, page.objects)
-    reached = files.get_column("date").max()
-    within = files.filter(pl.col("date").is_between(task.first, task.last))
-    return within, reached if isinstance(reached, dt.date) else None
+def _first_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:
+    return next(filter(None, (layout.day_of(symbol, key) for key in page.keys)), None)
+
+
+def _last_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:
+    return next(filter(None, (layout.day_of(symbol, key) for key in reversed(page.keys))), None)
 
 
 def _to_rows(
+    layout: Layout,
     ranges: Sequence[ProbeRange],
     found: dict[str, list[pl.DataFrame]],
     probed_at: dt.datetime,
+    *,
+    from_first_file: bool,
 ) -> pl.DataFrame:
-    files = pl.concat(
+    listed = pl.concat(
         [
-            pl.DataFrame(schema=_FILE_SCHEMA),
+            pl.DataFrame(schema=_LISTED_SCHEMA),
             *(
-                frame.with_columns(symbol=pl.lit(symbol, dtype=pl.String))
-                for symbol, frames in found.items()
-                for frame in frames
+                page.with_columns(symbol=pl.lit(symbol, dtype=pl.String))
+                for symbol, pages in found.items()
+                for page in pages
             ),
         ],
         how="diagonal",
-    ).select("symbol", "date", "etag", *typed_file_columns())
-    grid = (
-        pl.DataFrame(
-            {
-                "symbol": [r.symbol for r in ranges],
-                "first": [r.first for r in ranges],
-                "last": [r.last for r in ranges],
-            },
-            schema={"symbol": pl.String, "first": pl.Date, "last": pl.Date},
+    )
+    files = (
+        layout.daily_files(listed)
+        .unique(["symbol", "date"], keep="first")
+        .select("symbol", "date", "etag", *typed_file_columns())
+    )
+    bounds = pl.DataFrame(
+        {
+            "symbol": [r.symbol for r in ranges],
+            "first": [r.first for r in ranges],
+            "last": [r.last for r in ranges],
+        },
+        schema={"symbol": pl.String, "first": pl.Date, "last": pl.Date},
+    )
+    if from_first_file:
+        earliest = files.group_by("symbol").agg(earliest=pl.col("date").min())
+        bounds = bounds.join(earliest, on="symbol", how="inner").with_columns(
+            first=pl.max_horizontal("first", "earliest")
         )
-        .filter(pl.col("first") <= pl.col("last"))
+    grid = (
+        bounds.filter(pl.col("first") <= pl.col("last"))
         .select("symbol", pl.date_ranges("first", "last").alias("date"))
         .explode("date")
     )
@@ -240,10 +270,4 @@ def _to_rows(
     )
 
 
-_FILE_SCHEMA = {
-    "symbol": pl.String(),
-    "date": pl.Date(),
-    "size": pl.String(),
-    "etag": pl.String(),
-    "last_modified": pl.String(),
-}
+_LISTED_SCHEMA = {"symbol": pl.String(), **dict.fromkeys(LISTED_COLUMNS, pl.String())}

@@ -72,28 +72,41 @@ class Layout:
         """A listing start that sorts after every key of earlier days and before `day`'s keys."""
         return self._stem(symbol) + day.isoformat()
 
-    def daily_files(self, symbol: str, objects: pl.DataFrame) -> pl.DataFrame:
-        """The daily zips of `symbol` among listed objects, dated; checksums and strays dropped.
-
-        The file columns stay text (see LISTED_COLUMNS).
-        """
+    def day_of(self, symbol: str, key: str) -> dt.date | None:
+        """The date of a daily zip of `symbol`; None for anything else (checksums, strays)."""
         stem = self._stem(symbol)
-        key = pl.col("key")
+        if len(key) != len(stem) + len("YYYY-MM-DD.zip") or not key.startswith(stem):
+            return None
+        if not key.endswith(".zip"):
+            return None
+        try:
+            return dt.date.fromisoformat(key[len(stem) : -len(".zip")])
+        except ValueError:
+            return None
+
+    def daily_files(self, objects: pl.DataFrame) -> pl.DataFrame:
+        """The daily zips among listed objects of any symbols (a `symbol` column), dated.
+
+        Vectorised: this runs once over a whole probe. Checksums and stray keys are dropped;
+        the file columns stay text (see LISTED_COLUMNS).
+        """
+        symbols = objects.get_column("symbol").unique().to_list()
+        stems = pl.DataFrame(
+            {"symbol": symbols, "stem": [self._stem(symbol) for symbol in symbols]},
+            schema={"symbol": pl.String, "stem": pl.String},
+        )
+        day_text = pl.col("key").str.slice(-len("YYYY-MM-DD.zip"), len("YYYY-MM-DD"))
         return (
-            objects.lazy()
-            .filter(
-                key.str.starts_with(stem),
-                key.str.ends_with(".zip"),
-                key.str.len_chars() == len(stem) + len("YYYY-MM-DD.zip"),
-            )
+            objects.join(stems, on="symbol")
+            .filter(pl.col("key") == pl.concat_str(pl.col("stem"), day_text, pl.lit(".zip")))
             .select(
+                "symbol",
                 "size",
                 "etag",
                 "last_modified",
-                date=key.str.slice(len(stem), 10).str.to_date("%Y-%m-%d", strict=False),
+                date=day_text.str.to_date("%Y-%m-%d", strict=False),
             )
             .drop_nulls("date")
-            .collect()
         )
 
     def symbol_of(self, common_prefix: str) -> str:
@@ -121,18 +134,17 @@ def typed_file_columns() -> list[pl.Expr]:
 class ListingPage:
     objects: pl.DataFrame
     """One row per listed object, in key order, with the text columns LISTED_COLUMNS."""
+    keys: list[str]
+    """The same keys as a list, for the few that callers inspect one by one."""
     common_prefixes: list[str]
     is_truncated: bool
     continuation: str | None
     """What the next page's request continues from (V2 token or V1 marker); None at the end."""
 
-    @property
-    def keys(self) -> list[str]:
-        return self.objects.get_column("key").to_list()
-
 
 EMPTY_PAGE = ListingPage(
     objects=pl.DataFrame(schema=dict.fromkeys(LISTED_COLUMNS, pl.String)),
+    keys=[],
     common_prefixes=[],
     is_truncated=False,
     continuation=None,
@@ -159,6 +171,8 @@ class VisionClient:
         self.timeout_s = timeout_s
         self.list_api = list_api
         self.session = requests.Session()
+        # No proxies or .netrc from the environment: requests would look them up per request.
+        self.session.trust_env = False
         self.retry = CountingRetry(
             total=retries,
             connect=retries,
@@ -394,7 +408,9 @@ def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
     """
     raw = _scan_canonical(body) or _checked(_scan_tree(body))
     decode = unquote_plus if raw.encoding == "url" else _identity
-    keys = [decode(key) for key in raw.keys] if decode is not _identity else raw.keys
+    # Most pages have nothing to decode (ASCII names): skip a thousand no-op calls.
+    encoded = decode is not _identity and any("%" in key or "+" in key for key in raw.keys)
+    keys = [decode(key) for key in raw.keys] if encoded else raw.keys
     objects = pl.DataFrame(
         {"key": keys, "size": raw.sizes, "etag": raw.etags, "last_modified": raw.last_modified},
         schema=dict.fromkeys(LISTED_COLUMNS, pl.String),
@@ -409,6 +425,7 @@ def parse_listing(body: bytes, *, list_api: int = 2) -> ListingPage:
         continuation = _continuation(raw, decode, last_key, common_prefixes, list_api)
     return ListingPage(
         objects=objects,
+        keys=keys,
         common_prefixes=common_prefixes,
         is_truncated=is_truncated,
         continuation=continuation,
