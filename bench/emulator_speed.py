@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 import resource
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.emulator import Universe, generate_universe, list_objects, load_reference  # noqa: E402
+from pipeline.emulator.process import EmulatorProcess  # noqa: E402
 
 TODAY = date(2026, 11, 29)
 
@@ -52,10 +51,7 @@ def main() -> None:
 
     queries = _page_queries(universe, max(args.pages, args.http_pages), random.Random(args.seed))
     _bench_in_process(universe, queries[: args.pages])
-    with tempfile.TemporaryDirectory() as tmp:
-        universe_file = Path(tmp) / "universe.json"
-        universe.save(universe_file)
-        _bench_http(universe_file, Path(tmp) / "port", queries[: args.http_pages], args.workers)
+    _bench_http(universe, queries[: args.http_pages], args.workers)
 
 
 def _page_queries(universe: Universe, n: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -81,22 +77,13 @@ def _bench_in_process(universe: Universe, queries: list[tuple[str, str]]) -> Non
     _print_rates(len(queries), keys, elapsed)
 
 
-def _bench_http(
-    universe_file: Path, port_file: Path, queries: list[tuple[str, str]], workers: int
-) -> None:
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pipeline.emulator", "serve"),
-            *("--universe", str(universe_file), "--port-file", str(port_file)),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        url = _wait_for_port(port_file, server) + "/data.binance.vision"
+def _bench_http(universe: Universe, queries: list[tuple[str, str]], workers: int) -> None:
+    with EmulatorProcess(universe) as server:
+        url = server.listing_url
         with requests.Session() as first:  # so the figure includes serving a page
             first.get(url, params={"prefix": queries[0][0]}, timeout=60).raise_for_status()
-        print(f"server process: RSS {_rss_mb(server.pid):.0f} MB with the universe loaded")
+        pid = server.process.pid
+        print(f"server process: RSS {_rss_mb(pid):.0f} MB with the universe loaded")
 
         single = queries[: max(1, len(queries) // 8)]
         for label, clients in (("1 connection", 1), (f"{workers} connections", workers)):
@@ -104,22 +91,7 @@ def _bench_http(
             keys, elapsed = _fetch_all(url, batch, clients)
             print(f"over HTTP, {label}: {len(batch)} pages (V2, 1000 keys, url-encoded)")
             _print_rates(len(batch), keys, elapsed)
-        print(
-            f"server process: RSS {_rss_mb(server.pid):.0f} MB now, "
-            f"peak {_rss_mb(server.pid, 'VmHWM'):.0f} MB"
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _wait_for_port(port_file: Path, server: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 120
-    while not port_file.exists():
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the emulator did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{int(port_file.read_text())}"
+        print(f"server process: RSS {_rss_mb(pid):.0f} MB now, peak {_rss_mb(pid, 'VmHWM'):.0f} MB")
 
 
 def _fetch_all(url: str, queries: list[tuple[str, str]], clients: int) -> tuple[int, float]:

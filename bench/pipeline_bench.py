@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import platform
 import re
 import statistics
@@ -99,7 +100,9 @@ def main() -> int:
             figures, _ = measure(project, emulator, minimal_pages(universe, TODAY, START))
             rows.setdefault("Full backfill", []).append(figures)
             extras["snapshot_ms"].append(timed_ms(lambda p=project: snapshot(p)))
-            extras["timeline_ms"].append(timed_ms(lambda p=project: query.timeline(dataset(p), "BTCUSDT")))
+            extras["timeline_ms"].append(
+                timed_ms(lambda p=project: query.timeline(dataset(p), "BTCUSDT"))
+            )
             project.commit("after the full backfill")
             backfilled = backfilled or project
 
@@ -110,7 +113,12 @@ def main() -> int:
                 emulator.set_universe(day_universe)
                 daily = backfilled.copy(scratch / f"daily-{index}-{run}")
                 daily.set_params({"run": {"as_of": (TODAY + ONE_DAY).isoformat()}})
-                minimal = minimal_pages(day_universe, TODAY + ONE_DAY, TODAY + ONE_DAY - dt.timedelta(days=LOOKBACK_DAYS), new=set(NEW_SYMBOLS))
+                minimal = minimal_pages(
+                    day_universe,
+                    TODAY + ONE_DAY,
+                    TODAY + ONE_DAY - dt.timedelta(days=LOOKBACK_DAYS),
+                    new=set(NEW_SYMBOLS),
+                )
                 figures, _ = measure(daily, emulator, minimal)
                 rows.setdefault(label, []).append(figures)
                 if label == "Daily update":
@@ -225,10 +233,12 @@ def count_files(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def report(rows: dict[str, list[Figures]], extras: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(
+    rows: dict[str, list[Figures]], extras: dict[str, list[float]], args: argparse.Namespace
+) -> None:
     medians = {label: median_figures(runs) for label, runs in rows.items()}
     header = (
-        "| row | symbols | requests | minimal | ÷ minimal | wall s | CPU s | peak RSS MB "
+        "| row | symbols | requests | minimal | / minimal | wall s | CPU s | peak RSS MB "
         "| dataset MB | DVC cache files added |"
     )
     lines = [header, "|" + "---|" * 10]
@@ -248,15 +258,19 @@ def report(rows: dict[str, list[Figures]], extras: dict[str, list[float]], args:
         "new_symbols_extra_wall_s": new.wall_s - daily.wall_s,
         **{key: statistics.median(values) for key, values in extras.items()},
     }
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines += [
         "",
-        f"- HEAD baseline ÷ daily update requests: {summary['head_baseline_requests_per_daily_request']:.0f}×",
-        f"- 3 new symbols' full histories: {summary['new_symbols_extra_wall_s']:+.1f} s of wall time on top of the daily update",
-        f"- nothing-new rerun: DVC's own overhead {summary['dvc_overhead_s']:.1f} s (wall minus the stages' own time)",
+        "- HEAD baseline / daily update requests: "
+        f"{summary['head_baseline_requests_per_daily_request']:.0f} times fewer requests",
+        f"- 3 new symbols' full histories: {summary['new_symbols_extra_wall_s']:+.1f} s of wall "
+        "time on top of the daily update",
+        f"- nothing-new rerun: DVC's own overhead {summary['dvc_overhead_s']:.1f} s "
+        "(wall minus the stages' own time)",
         f"- queries in process: symbols available on a date {summary['snapshot_ms']:.1f} ms, "
         f"timeline of BTCUSDT {summary['timeline_ms']:.1f} ms",
-        f"- medians of {args.runs} runs, {args.latency_ms:.0f} ms latency per request; whole-process "
-        f"figures on this machine ({platform.machine()}, {platform.python_version()})",
+        f"- medians of {args.runs} runs, {args.latency_ms:.0f} ms latency per request; "
+        f"whole-process figures on this machine ({machine})",
     ]
     table = "\n".join(lines)
     print(table)
@@ -281,7 +295,7 @@ def median_figures(runs: list[Figures]) -> Figures:
 
 
 def fmt(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.1f}"
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
 
 
 if __name__ == "__main__":

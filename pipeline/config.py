@@ -51,6 +51,16 @@ class DatasetConfig:
     start_date: dt.date
     contracts: Contracts
 
+    def identity(self) -> dict[str, str]:
+        """What a dataset built with these params holds; two identities must never mix."""
+        return {
+            "market": self.market,
+            "data_type": self.data_type,
+            "interval": self.interval,
+            "start_date": self.start_date.isoformat(),
+            "contracts": self.contracts,
+        }
+
 
 @dataclass(frozen=True)
 class ProbeConfig:

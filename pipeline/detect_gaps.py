@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from pipeline.config import Config
 from pipeline.stage import main
-from pipeline.store import DatasetIdentity, summarize, write_text
+from pipeline.store import summarize, write_text
 from pipeline.symbols import preview, read_symbols, render_list
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ def find_gaps(symbols: Iterable[str], tracked: set[str]) -> list[str]:
 
 def run(config: Config) -> None:
     symbols = read_symbols(config.paths.symbols)
-    tracked = summarize(config.paths.dataset, DatasetIdentity.of(config)).symbols
+    tracked = summarize(config.paths.dataset, config.dataset).symbols
     gaps = find_gaps(symbols, tracked)
     write_text(config.paths.gaps, render_list(gaps))
     log.info(

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ import yaml
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.config import Config
+    from pipeline.config import DatasetConfig
 
 SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -93,34 +93,6 @@ def partition_files(dataset: Path) -> list[Path]:
     return sorted(dataset.glob(f"*{PARTITION_SUFFIX}")) if dataset.is_dir() else []
 
 
-@dataclass(frozen=True)
-class DatasetIdentity:
-    """What a dataset is a dataset of. Rows of two different identities must never mix."""
-
-    market: str
-    data_type: str
-    interval: str
-    start_date: str
-    contracts: str
-
-    @classmethod
-    def of(cls, config: Config) -> DatasetIdentity:
-        ds = config.dataset
-        return cls(
-            market=ds.market,
-            data_type=ds.data_type,
-            interval=ds.interval,
-            start_date=ds.start_date.isoformat(),
-            contracts=ds.contracts,
-        )
-
-    def describe(self) -> str:
-        return (
-            f"{self.market}/{self.data_type}/{self.interval} {self.contracts} contracts "
-            f"since {self.start_date}"
-        )
-
-
 IDENTITY_FILE = "_dataset.json"
 
 
@@ -133,14 +105,14 @@ class Summary:
     first_files: pl.DataFrame  # symbol, first_file
 
 
-def summarize(dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK) -> Summary:
+def summarize(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> Summary:
     """Check that the dataset is whole and ours, then summarise it without loading it.
 
     A dataset that dvc.lock records is never read as empty or partial when files are missing
     (a fresh clone, a CI runner, an interrupted checkout): that would silently truncate
     history. Nor is a dataset of other params merged into: that would mix two datasets.
     """
-    files = _checked_files(dataset, identity, lock)
+    files = _checked_files(dataset, params, lock)
     if not files:
         return Summary(
             symbols=set(),
@@ -169,19 +141,17 @@ def read_months(dataset: Path, months: Iterable[str]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical") if frames else empty()
 
 
-def read_dataset(
-    dataset: Path, identity: DatasetIdentity, *, lock: Path = DVC_LOCK
-) -> pl.DataFrame:
+def read_dataset(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> pl.DataFrame:
     """The whole dataset, checked as `summarize` checks it; empty on a genuine first run."""
-    files = _checked_files(dataset, identity, lock)
+    files = _checked_files(dataset, params, lock)
     return pl.concat([_read_partition(p) for p in files], how="vertical") if files else empty()
 
 
-def _checked_files(dataset: Path, identity: DatasetIdentity, lock: Path) -> list[Path]:
+def _checked_files(dataset: Path, params: DatasetConfig, lock: Path) -> list[Path]:
     files = partition_files(dataset)
     _check_complete(dataset, files, lock)
     if files:
-        _check_identity(dataset, identity)
+        _check_identity(dataset, params)
         for path in files:
             _check_schema(path, pl.read_parquet_schema)
     return files
@@ -205,20 +175,27 @@ def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
         )
 
 
-def _check_identity(dataset: Path, identity: DatasetIdentity) -> None:
+def _check_identity(dataset: Path, params: DatasetConfig) -> None:
+    """Refuse to merge into a dataset built with other `dataset.*` params."""
     path = dataset / IDENTITY_FILE
     try:
-        found = DatasetIdentity(**json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        found = None
+    if not isinstance(found, dict):
         raise StoreError(
             f"{path} is missing or unreadable, so {dataset} cannot be matched to params.yaml: "
             "restore it with `dvc checkout`"
-        ) from None
-    if found != identity:
-        raise StoreError(
-            f"{dataset} holds {found.describe()} but params.yaml asks for "
-            f"{identity.describe()}: move {dataset} aside to build a new dataset"
         )
+    if found != params.identity():
+        raise StoreError(
+            f"{dataset} holds {_describe_identity(found)} but params.yaml asks for "
+            f"{_describe_identity(params.identity())}: move {dataset} aside to build a new dataset"
+        )
+
+
+def _describe_identity(identity: dict[str, str]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(identity.items()))
 
 
 def _read_partition(path: Path) -> pl.DataFrame:
@@ -264,7 +241,7 @@ def dvc_lock_entry(out: Path, lock: Path = DVC_LOCK) -> dict[str, Any] | None:
 
 
 def write_dataset(
-    merged: pl.DataFrame, dataset: Path, identity: DatasetIdentity, *, previous: pl.DataFrame
+    merged: pl.DataFrame, dataset: Path, params: DatasetConfig, *, previous: pl.DataFrame
 ) -> list[str]:
     """Write the months whose rows differ from `previous`; return those months.
 
@@ -283,7 +260,7 @@ def write_dataset(
         or not new_parts[month].equals(old_parts[month])
     )
     with contextlib.ExitStack() as renames:
-        identity_text = json.dumps(asdict(identity), indent=2, sort_keys=True) + "\n"
+        identity_text = json.dumps(params.identity(), indent=2, sort_keys=True) + "\n"
         identity_path = dataset / IDENTITY_FILE
         if not identity_path.exists() or identity_path.read_text(encoding="utf-8") != identity_text:
             renames.enter_context(atomic_path(identity_path)).write_text(identity_text)

@@ -13,7 +13,6 @@ from pipeline.errors import PipelineError
 from pipeline.prober import ProbeRange, probe
 from pipeline.stage import main
 from pipeline.store import (
-    DatasetIdentity,
     Summary,
     merge,
     month_of,
@@ -63,8 +62,7 @@ def update_ranges(
 
 
 def run(config: Config) -> None:
-    identity = DatasetIdentity.of(config)
-    summary = summarize(config.paths.dataset, identity)
+    summary = summarize(config.paths.dataset, config.dataset)
     history = fresh_history(read_probe_file(config.paths.backfill), summary)
     symbols = set(read_symbols(config.paths.symbols)) | summary.symbols
     first = window_start(config, summary.last_date)
@@ -81,7 +79,7 @@ def run(config: Config) -> None:
     months = pl.concat([history, probes]).select(month_of().unique()).to_series().to_list()
     previous = read_months(config.paths.dataset, months)
     merged = merge(previous, history, probes, first_files=summary.first_files)
-    rewritten = write_dataset(merged, config.paths.dataset, identity, previous=previous)
+    rewritten = write_dataset(merged, config.paths.dataset, config.dataset, previous=previous)
     log.info(
         "probed %d symbols for %s to %s with %d requests (%d retries) in %.1fs; "
         "merged %d new rows of %d symbols; %d months rewritten%s",

@@ -3,9 +3,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
+from pipeline.config import DatasetConfig
 from pipeline.store import (
     SCHEMA,
-    DatasetIdentity,
     StoreError,
     empty,
     merge,
@@ -18,7 +18,7 @@ from pipeline.store import (
 from tests.rows import T0, frame, row
 
 T1 = T0 + dt.timedelta(days=1)
-ID = DatasetIdentity("um", "klines", "1m", "2019-09-25", "perpetual")
+ID = DatasetConfig("um", "klines", "1m", dt.date(2019, 9, 25), "perpetual")
 
 
 def test_newest_probe_wins_and_keys_are_unique():
@@ -187,12 +187,13 @@ def test_a_partly_missing_dataset_is_not_read_as_truncated(tmp_path):
 def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
     ds = tmp_path / "ds"
     write_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
-    hourly = DatasetIdentity("um", "klines", "1h", "2019-09-25", "perpetual")
+    hourly = DatasetConfig("um", "klines", "1h", dt.date(2019, 9, 25), "perpetual")
     with pytest.raises(StoreError) as refused:
         read_dataset(ds, hourly)
     assert str(refused.value) == (
-        f"{ds} holds um/klines/1m perpetual contracts since 2019-09-25 but params.yaml asks for "
-        f"um/klines/1h perpetual contracts since 2019-09-25: move {ds} aside to build a new dataset"
+        f"{ds} holds contracts perpetual, data_type klines, interval 1m, market um, start_date "
+        "2019-09-25 but params.yaml asks for contracts perpetual, data_type klines, interval 1h, "
+        f"market um, start_date 2019-09-25: move {ds} aside to build a new dataset"
     )
     (ds / "_dataset.json").unlink()
     with pytest.raises(StoreError, match=r"_dataset\.json is missing or unreadable"):
