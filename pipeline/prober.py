@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -72,15 +72,18 @@ class _Task:
 
 @dataclass(frozen=True)
 class _Outcome:
-    pages: list[pl.DataFrame]
-    """The listed zips as they came (see LISTED_COLUMNS): checked and dated once, at the end."""
+    files: pl.DataFrame
+    """The daily zips listed, dated, with their columns as listed (typed once, at the end)."""
     followups: list[_Task]
 
     @classmethod
-    def of(cls, pages: list[ListingPage], followups: list[_Task]) -> _Outcome:
-        # Only zips are kept: the checksums are half of every page and of the memory.
-        zips = [page.objects.filter(pl.col("key").str.ends_with(".zip")) for page in pages]
-        return cls(zips, followups)
+    def of(
+        cls, layout: Layout, task: _Task, pages: list[ListingPage], followups: list[_Task]
+    ) -> _Outcome:
+        # Keys and checksums are dropped here, not at the end: they are most of the memory.
+        objects = pl.concat([page.objects for page in pages])
+        files = layout.daily_files(objects.with_columns(symbol=pl.lit(task.symbol)))
+        return cls(files, followups)
 
 
 def probe(
@@ -103,7 +106,7 @@ def probe(
     started = time.monotonic()
     requests_before, retries_before = client.requests, client.retries
     found = _list_all(client, layout, ranges, workers=workers)
-    rows = _to_rows(layout, ranges, found, probed_at, from_first_file=from_first_file)
+    rows = _to_rows(ranges, found, probed_at, from_first_file=from_first_file)
     stats = ProbeStats(
         symbols=len(ranges),
         requests=client.requests - requests_before,
@@ -115,8 +118,8 @@ def probe(
 
 def _list_all(
     client: VisionClient, layout: Layout, ranges: Sequence[ProbeRange], *, workers: int
-) -> dict[str, list[pl.DataFrame]]:
-    found: dict[str, list[pl.DataFrame]] = defaultdict(list)
+) -> list[pl.DataFrame]:
+    found: list[pl.DataFrame] = []
     outstanding: Counter[str] = Counter()
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool,
@@ -137,7 +140,7 @@ def _list_all(
                 for future in done:
                     task = pending.pop(future)
                     outcome = future.result()
-                    found[task.symbol].extend(outcome.pages)
+                    found.append(outcome.files)
                     submit(outcome.followups)
                     outstanding[task.symbol] -= 1
                     if outstanding[task.symbol] == 0:
@@ -154,10 +157,10 @@ def _run(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
         return _run_head(client, layout, task)
     pages = _list_segment(client, layout, task)
     if task.kind == "segment":
-        return _Outcome.of(pages, [])
+        return _Outcome.of(layout, task, pages, [])
     first_day = _first_day(layout, task.symbol, pages[0])
     alive = first_day is not None and first_day <= task.last
-    return _Outcome.of(pages, _plan_middle(task, tail_has_files=alive))
+    return _Outcome.of(layout, task, pages, _plan_middle(task, tail_has_files=alive))
 
 
 def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
@@ -170,14 +173,20 @@ def _run_head(client: VisionClient, layout: Layout, task: _Task) -> _Outcome:
     if not page.is_truncated or reached is None or reached >= task.last:
         if page.is_truncated and reached is None:
             # A full page with no daily zip on it: nothing to plan with, so follow it serially.
-            return _Outcome.of([page], [_Task("segment", task.symbol, task.first, task.last)])
-        return _Outcome.of([page], [])
+            return _Outcome.of(
+                layout, task, [page], [_Task("segment", task.symbol, task.first, task.last)]
+            )
+        return _Outcome.of(layout, task, [page], [])
     rest_first = reached + ONE_DAY
     tail_first = max(rest_first, task.last - dt.timedelta(days=PAGE_DAYS - 1))
     if tail_first == rest_first:
-        return _Outcome.of([page], [_Task("segment", task.symbol, rest_first, task.last)])
+        return _Outcome.of(
+            layout, task, [page], [_Task("segment", task.symbol, rest_first, task.last)]
+        )
     gap = (rest_first, tail_first - ONE_DAY)
-    return _Outcome.of([page], [_Task("tail", task.symbol, tail_first, task.last, gap=gap)])
+    return _Outcome.of(
+        layout, task, [page], [_Task("tail", task.symbol, tail_first, task.last, gap=gap)]
+    )
 
 
 def _plan_middle(tail: _Task, *, tail_has_files: bool) -> list[_Task]:
@@ -218,26 +227,14 @@ def _last_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:
 
 
 def _to_rows(
-    layout: Layout,
     ranges: Sequence[ProbeRange],
-    found: dict[str, list[pl.DataFrame]],
+    found: list[pl.DataFrame],
     probed_at: dt.datetime,
     *,
     from_first_file: bool,
 ) -> pl.DataFrame:
-    listed = pl.concat(
-        [
-            pl.DataFrame(schema=_LISTED_SCHEMA),
-            *(
-                page.with_columns(symbol=pl.lit(symbol, dtype=pl.String))
-                for symbol, pages in found.items()
-                for page in pages
-            ),
-        ],
-        how="diagonal",
-    )
     files = (
-        layout.daily_files(listed)
+        pl.concat([pl.DataFrame(schema=_FILE_SCHEMA), *found], how="vertical_relaxed")
         .unique(["symbol", "date"], keep="first")
         .select("symbol", "date", "etag", *typed_file_columns())
     )
@@ -270,4 +267,8 @@ def _to_rows(
     )
 
 
-_LISTED_SCHEMA = {"symbol": pl.String(), **dict.fromkeys(LISTED_COLUMNS, pl.String())}
+_FILE_SCHEMA = {
+    "symbol": pl.String(),
+    **dict.fromkeys(LISTED_COLUMNS[1:], pl.String()),
+    "date": pl.Date(),
+}

@@ -34,6 +34,10 @@ SCHEMA: dict[str, pl.DataType] = {
     "probe_timestamp": pl.Datetime("us", "UTC"),
 }
 KEY = ("date", "symbol")
+# Within a partition rows are ordered by symbol, in row groups small enough that a query for
+# one symbol's timeline skips most of each file by the row groups' min/max statistics.
+PARTITION_ORDER = ("symbol", "date")
+ROW_GROUP_ROWS = 1000
 PARTITION_SUFFIX = ".parquet"
 DVC_LOCK = Path("dvc.lock")
 
@@ -275,7 +279,7 @@ def write_dataset(
 
 
 def _by_month(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    keyed = rows.sort(*KEY).with_columns(month_of().alias("_month"))
+    keyed = rows.sort(*PARTITION_ORDER).with_columns(month_of().alias("_month"))
     return {
         str(month): part.drop("_month")
         for (month,), part in keyed.group_by("_month", maintain_order=True)
@@ -289,7 +293,9 @@ def write_parquet(rows: pl.DataFrame, path: Path) -> None:
 
 def _write_frame(rows: pl.DataFrame, path: Path) -> None:
     """Sorted, zstd-compressed, statistics on: unchanged rows give byte-identical files."""
-    rows.sort(*KEY).write_parquet(path, compression="zstd", statistics=True)
+    rows.sort(*PARTITION_ORDER).write_parquet(
+        path, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS
+    )
 
 
 def read_probe_file(path: Path) -> pl.DataFrame:
