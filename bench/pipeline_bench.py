@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import requests
@@ -74,7 +74,7 @@ def main() -> int:
     args = parser.parse_args()
 
     universe = generate_universe(load_reference(), today=TODAY, n_symbols=args.symbols, seed=1)
-    next_day = universe.with_today(TODAY + ONE_DAY)
+    next_day = quiet_next_day(universe)
     with_new = next_day
     for name, days in NEW_SYMBOLS.items():
         with_new = with_new.with_symbol(name, [(TODAY - dt.timedelta(days=days), None)])
@@ -132,6 +132,15 @@ def main() -> int:
             )
     report(rows, extras, args)
     return 0
+
+
+def quiet_next_day(universe: Universe) -> Universe:
+    """The next day without the listings the generated universe has on it (about one a day):
+    the daily-update row is the day with no new symbol."""
+    tomorrow = universe.with_today(universe.today + ONE_DAY)
+    listed_overnight = set(tomorrow.symbols) - set(universe.symbols)
+    specs = {name: spec for name, spec in tomorrow.specs.items() if name not in listed_overnight}
+    return replace(tomorrow, specs=specs)
 
 
 def measure(
