@@ -10,7 +10,6 @@ there, the rest is followed page by page instead (it ends somewhere before).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,8 +29,6 @@ from pipeline.vision import (
     VisionClient,
     typed_file_columns,
 )
-
-log = logging.getLogger(__name__)
 
 # Each day has two keys (the zip and its .CHECKSUM), so a full page spans this many days.
 PAGE_DAYS = PAGE_SIZE // 2
