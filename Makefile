@@ -46,6 +46,9 @@ status: $(RUNTIME) ## What dvc repro would rerun, and why
 demo: $(RUNTIME) ## Run the pipeline offline against the bundled emulator, in a scratch copy
 	python -m pipeline.demo
 
+bench: $(RUNTIME) ## Benchmark at real scale on the emulator (50 ms latency); writes bench/results.json
+	python bench/pipeline_bench.py
+
 clean: ## Remove caches and logs (keeps the dataset and .venv)
 	rm -rf .pytest_cache .ruff_cache logs
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
@@ -66,6 +69,3 @@ $(RUNTIME): requirements.lock $(VENV)/.python
 $(DEV): requirements-dev.lock $(RUNTIME)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
 	@touch $@
-
-bench: $(RUNTIME) ## Benchmark at real scale on the emulator (50 ms latency); writes bench/results.json
-	python bench/pipeline_bench.py
