@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pipeline.config import Config
 from pipeline.prober import ProbeRange, probe
 from pipeline.stage import main
-from pipeline.store import empty, trim_to_first_file, write_parquet
+from pipeline.store import empty, write_parquet
 from pipeline.symbols import read_json_list
 from pipeline.vision import Layout, VisionClient
 
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def history_ranges(symbols: Iterable[str], config: Config) -> list[ProbeRange]:
-    return [ProbeRange(s, config.dataset.start_date, config.last_date) for s in sorted(symbols)]
+    start, last = config.dataset.start_date, config.last_date
+    return [ProbeRange(s, start, last, from_first_file=True) for s in sorted(symbols)]
 
 
 def run(config: Config) -> None:
@@ -34,18 +35,16 @@ def run(config: Config) -> None:
             history_ranges(gaps, config),
             workers=config.probe.workers,
             probed_at=probed_at,
-            from_first_file=True,
         )
-    history = trim_to_first_file(rows)
-    write_parquet(history, config.paths.backfill)
+    write_parquet(rows, config.paths.backfill)
     log.info(
         "backfilled %d symbols (%s to %s): %d rows, %d available; "
         "%d requests (%d retries) in %.1fs",
         stats.symbols,
         config.dataset.start_date,
         config.last_date,
-        history.height,
-        history.get_column("available").sum(),
+        rows.height,
+        rows.get_column("available").sum(),
         stats.requests,
         stats.retries,
         stats.seconds,

@@ -37,11 +37,17 @@ ONE_DAY = dt.timedelta(days=1)
 
 @dataclass(frozen=True)
 class ProbeRange:
-    """Probe `symbol` for every date from `first` through `last`, inclusive."""
+    """Probe `symbol` for every date from `first` through `last`, inclusive.
+
+    A full-history range (`from_first_file`) gives rows from the symbol's first file found
+    on, and none for a symbol with no file, as the dataset contract has it; otherwise every
+    date of the range gets a row.
+    """
 
     symbol: str
     first: dt.date
     last: dt.date
+    from_first_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,8 @@ def probe(
     *,
     workers: int,
     probed_at: dt.datetime,
-    from_first_file: bool = False,
 ) -> tuple[pl.DataFrame, ProbeStats]:
-    """Rows in the dataset schema for every (symbol, date) of `ranges`, and what it cost.
-
-    With `from_first_file` (a full-history probe), a symbol's rows start at its first file
-    found, and a symbol with no file gets none, as the dataset contract has it.
+    """Rows in the dataset schema for the (symbol, date) pairs of `ranges`, and what it cost.
 
     Raises VisionError (naming the symbol, URL and status) if any listing fails for good;
     then no rows are returned at all.
@@ -103,7 +105,7 @@ def probe(
     started = time.monotonic()
     requests_before, retries_before = client.requests, client.retries
     found = _list_all(client, layout, ranges, workers=workers)
-    rows = _to_rows(ranges, found, probed_at, from_first_file=from_first_file)
+    rows = _to_rows(ranges, found, probed_at)
     stats = ProbeStats(
         symbols=len(ranges),
         requests=client.requests - requests_before,
@@ -227,8 +229,6 @@ def _to_rows(
     ranges: Sequence[ProbeRange],
     found: list[pl.DataFrame],
     probed_at: dt.datetime,
-    *,
-    from_first_file: bool,
 ) -> pl.DataFrame:
     files = (
         pl.concat([pl.DataFrame(schema=_FILE_SCHEMA), *found], how="vertical_relaxed")
@@ -240,16 +240,25 @@ def _to_rows(
             "symbol": [r.symbol for r in ranges],
             "first": [r.first for r in ranges],
             "last": [r.last for r in ranges],
+            "from_first_file": [r.from_first_file for r in ranges],
         },
-        schema={"symbol": pl.String, "first": pl.Date, "last": pl.Date},
+        schema={
+            "symbol": pl.String,
+            "first": pl.Date,
+            "last": pl.Date,
+            "from_first_file": pl.Boolean,
+        },
     )
-    if from_first_file:
-        earliest = files.group_by("symbol").agg(earliest=pl.col("date").min())
-        bounds = bounds.join(earliest, on="symbol", how="inner").with_columns(
-            first=pl.max_horizontal("first", "earliest")
-        )
+    earliest = files.group_by("symbol").agg(earliest=pl.col("date").min())
     grid = (
-        bounds.filter(pl.col("first") <= pl.col("last"))
+        bounds.join(earliest, on="symbol", how="left")
+        .filter(~pl.col("from_first_file") | pl.col("earliest").is_not_null())
+        .with_columns(
+            first=pl.when("from_first_file")
+            .then(pl.max_horizontal("first", "earliest"))
+            .otherwise("first")
+        )
+        .filter(pl.col("first") <= pl.col("last"))
         .select("symbol", pl.date_ranges("first", "last").alias("date"))
         .explode("date")
     )

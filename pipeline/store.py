@@ -62,11 +62,6 @@ def merge(*frames: pl.DataFrame, first_files: pl.DataFrame | None = None) -> pl.
     return _from_first_file(newest.drop("_order"), first_files).sort(*KEY).collect()
 
 
-def trim_to_first_file(rows: pl.DataFrame) -> pl.DataFrame:
-    """Drop each symbol's rows before its first available date (and symbols with none)."""
-    return _from_first_file(rows.lazy(), None).sort(*KEY).collect()
-
-
 def first_files(rows: pl.LazyFrame) -> pl.LazyFrame:
     """Each symbol's first available date, as (symbol, first_file)."""
     return rows.filter(pl.col("available")).group_by("symbol").agg(first_file=pl.col("date").min())
@@ -98,6 +93,8 @@ def partition_files(dataset: Path) -> list[Path]:
 
 
 IDENTITY_FILE = "_dataset.json"
+# Temporary files are hidden (.name.xxx.tmp) and listed in .dvcignore, so DVC never hashes one.
+TEMPORARY_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -145,12 +142,6 @@ def read_months(dataset: Path, months: Iterable[str]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical") if frames else empty()
 
 
-def read_dataset(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> pl.DataFrame:
-    """The whole dataset, checked as `summarize` checks it; empty on a genuine first run."""
-    files = _checked_files(dataset, params, lock)
-    return pl.concat([_read_partition(p) for p in files], how="vertical") if files else empty()
-
-
 def _checked_files(dataset: Path, params: DatasetConfig, lock: Path) -> list[Path]:
     files = partition_files(dataset)
     _check_complete(dataset, files, lock)
@@ -162,11 +153,13 @@ def _checked_files(dataset: Path, params: DatasetConfig, lock: Path) -> list[Pat
 
 
 def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
-    entry = dvc_lock_entry(dataset, lock)
+    entry = _dvc_lock_entry(dataset, lock)
     if entry is None:
         return
-    on_disk = sum(1 for p in dataset.iterdir() if p.is_file()) if dataset.is_dir() else 0
-    if not files:
+    # Only the files DVC records count: a temporary file left by a killed run must not
+    # stand in for a missing partition.
+    on_disk = len(files) + (dataset / IDENTITY_FILE).is_file()
+    if on_disk == 0:
         raise StoreError(
             f"{dataset} is recorded in {lock} but missing here: "
             "run `dvc pull` (or `make pull`) first"
@@ -228,7 +221,7 @@ def _describe(schema: pl.Schema | dict[str, pl.DataType]) -> str:
     return ", ".join(f"{name}:{dtype}" for name, dtype in schema.items())
 
 
-def dvc_lock_entry(out: Path, lock: Path = DVC_LOCK) -> dict[str, Any] | None:
+def _dvc_lock_entry(out: Path, lock: Path = DVC_LOCK) -> dict[str, Any] | None:
     """The output entry dvc.lock records for `out`, if any stage lists it."""
     if not lock.exists():
         return None
@@ -254,6 +247,8 @@ def write_dataset(
     only once all were written, so a failure leaves the previous dataset as it was.
     """
     dataset.mkdir(parents=True, exist_ok=True)
+    for leftover in dataset.glob(f".*{TEMPORARY_SUFFIX}"):  # from a run that was killed
+        leftover.unlink()
     new_parts = _by_month(merged)
     old_parts = _by_month(previous)
     changed = sorted(
@@ -313,7 +308,7 @@ def write_text(path: Path, text: str) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` that replaces it only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     tmp.chmod(0o644)  # mkstemp's 0600 would make the published files private

@@ -40,13 +40,14 @@ def window_start(config: Config, newest: dt.date | None) -> dt.date:
     return first
 
 
-def fresh_history(backfill: pl.DataFrame, summary: Summary) -> pl.DataFrame:
-    """The backfilled rows of symbols the dataset does not have yet.
+def fresh_history(backfill: pl.DataFrame, summary: Summary, last: dt.date) -> pl.DataFrame:
+    """The backfilled rows of symbols the dataset does not have yet, up to `last`.
 
     Rows of symbols already in the dataset were merged by an earlier run: merging them again
-    would only rewrite history with older probes.
+    would only rewrite history with older probes. A backfill made for a later as_of (it does
+    not depend on as_of) is clipped to this run's dates.
     """
-    return backfill.filter(~pl.col("symbol").is_in(list(summary.symbols)))
+    return backfill.filter(~pl.col("symbol").is_in(list(summary.symbols)), pl.col("date") <= last)
 
 
 def probed_through(history: pl.DataFrame, last: dt.date) -> set[str]:
@@ -56,17 +57,41 @@ def probed_through(history: pl.DataFrame, last: dt.date) -> set[str]:
 
 
 def update_ranges(
-    symbols: Iterable[str], first: dt.date, config: Config, *, skip: set[str]
+    symbols: Iterable[str],
+    first: dt.date,
+    config: Config,
+    *,
+    tracked: set[str],
+    backfilled: set[str],
 ) -> list[ProbeRange]:
-    return [ProbeRange(s, first, config.last_date) for s in sorted(set(symbols) - skip)]
+    """The lookback window for every symbol, except two kinds.
+
+    Symbols whose fresh history already reaches as_of - 1 (`backfilled`) are not listed
+    again. Symbols with no row anywhere (neither `tracked` nor backfilled: their backfill
+    found no file) get their whole history listed, as the window alone would miss older files
+    published since; detect_gaps will not name them again while symbols.json is unchanged.
+    """
+    start, last = config.dataset.start_date, config.last_date
+    return [
+        ProbeRange(s, first, last)
+        if s in tracked
+        else ProbeRange(s, start, last, from_first_file=True)
+        for s in sorted(set(symbols) - backfilled)
+    ]
 
 
 def run(config: Config) -> None:
     summary = summarize(config.paths.dataset, config.dataset)
-    history = fresh_history(read_probe_file(config.paths.backfill), summary)
+    history = fresh_history(read_probe_file(config.paths.backfill), summary, config.last_date)
     symbols = set(read_symbols(config.paths.symbols)) | summary.symbols
     first = window_start(config, summary.last_date)
-    ranges = update_ranges(symbols, first, config, skip=probed_through(history, config.last_date))
+    ranges = update_ranges(
+        symbols,
+        first,
+        config,
+        tracked=summary.symbols,
+        backfilled=probed_through(history, config.last_date),
+    )
     with VisionClient.from_config(config) as client:
         probes, stats = probe(
             client,
@@ -82,7 +107,7 @@ def run(config: Config) -> None:
     rewritten = write_dataset(merged, config.paths.dataset, config.dataset, previous=previous)
     log.info(
         "probed %d symbols for %s to %s with %d requests (%d retries) in %.1fs; "
-        "merged %d new rows of %d symbols; %d months rewritten%s",
+        "merged %d probed rows; %d symbols tracked; %d months rewritten%s",
         stats.symbols,
         first,
         config.last_date,

@@ -108,3 +108,18 @@ def test_a_failing_symbol_fails_the_whole_probe_with_its_name():
             VisionError, match=r"^BTCUSDT: listing failed with HTTP 500 \(InternalError\)"
         ):
             run([ProbeRange("BTCUSDT", D("2024-01-01"), D("2024-01-02"))])
+
+
+def test_full_history_ranges_start_at_the_first_file_and_skip_symbols_without_one(bucket):
+    bucket.add_days("NEWUSDT", "2024-01-10", "2024-01-12")
+    ranges = [
+        ProbeRange("NEWUSDT", D("2024-01-01"), D("2024-01-15"), from_first_file=True),
+        ProbeRange("GHOSTUSDT", D("2024-01-01"), D("2024-01-15"), from_first_file=True),
+        ProbeRange("WINDOWUSDT", D("2024-01-14"), D("2024-01-15")),
+    ]
+    rows, _ = run(ranges)
+    new = rows.filter(pl.col("symbol") == "NEWUSDT")
+    assert new["date"].min() == D("2024-01-10") and new.height == 6
+    assert new["available"].to_list() == [True, True, True, False, False, False]
+    assert rows.filter(pl.col("symbol") == "GHOSTUSDT").is_empty()
+    assert rows.filter(pl.col("symbol") == "WINDOWUSDT")["available"].to_list() == [False, False]

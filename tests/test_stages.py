@@ -204,3 +204,45 @@ def test_an_unexpected_error_is_one_line_on_stderr_and_a_traceback_in_the_log(
     assert err[0].endswith("update ERROR unexpected OSError: No space left on device")
     log = Path("logs/pipeline.log").read_text(encoding="utf-8")
     assert "Traceback (most recent call last)" in log
+
+
+def test_a_symbol_whose_backfill_found_nothing_gets_its_whole_history_later(project, bucket):
+    bucket.add_days("LATEUSDT", "2024-06-01", "2024-06-01")  # only a file after as_of - 1
+    assert run_all() == [0, 0, 0, 0]
+    assert "LATEUSDT" in json.loads(Path("symbols.json").read_text())["symbols"]
+    assert dataset().filter(pl.col("symbol") == "LATEUSDT").is_empty()
+    # Its older files appear later, far outside the lookback window; symbols.json is unchanged.
+    bucket.add_days("LATEUSDT", "2024-04-01", "2024-06-02")
+    set_as_of(project, "2024-06-03")
+    assert run_stage("update", update.run) == 0
+    late = dataset().filter(pl.col("symbol") == "LATEUSDT")
+    assert late["date"].min() == D("2024-04-01") and late["date"].max() == D("2024-06-02")
+    assert late["available"].all()
+
+
+def test_a_backfill_made_for_a_later_as_of_is_clipped(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    Path("data/availability").rename("data/old")
+    set_as_of(project, "2024-03-01")
+    assert run_stage("update", update.run) == 0
+    assert dataset()["date"].max() == D("2024-02-29")
+
+
+def test_an_as_of_before_the_dataset_is_refused(project, bucket, caplog):
+    assert run_all() == [0, 0, 0, 0]
+    set_as_of(project, "2024-03-01")
+    assert run_stage("update", update.run) == 1
+    assert "the dataset already has 2024-05-31, after run.as_of - 1 (2024-02-29)" in caplog.text
+
+
+def test_update_rewrites_only_the_months_it_touched_and_delisted_rows_go_on(project, bucket):
+    bucket.add_days("GONEUSDT", "2023-01-01", "2023-06-30")
+    assert run_all() == [0, 0, 0, 0]
+    old = Path("data/availability/2023-05.parquet").stat().st_mtime_ns
+    bucket.add_days("BTCUSDT", "2024-06-01", "2024-06-01")
+    set_as_of(project, "2024-06-02")
+    assert run_stage("update", update.run) == 0
+    assert Path("data/availability/2023-05.parquet").stat().st_mtime_ns == old
+    gone = dataset().filter(pl.col("symbol") == "GONEUSDT")
+    assert gone["date"].max() == D("2024-06-01")
+    assert not gone.filter(pl.col("date") > D("2023-06-30"))["available"].any()

@@ -10,8 +10,8 @@ from pipeline.store import (
     empty,
     merge,
     partition_files,
-    read_dataset,
-    trim_to_first_file,
+    read_months,
+    summarize,
     write_dataset,
     write_parquet,
 )
@@ -62,12 +62,11 @@ def test_rows_before_a_symbols_first_file_are_dropped():
         row("2024-01-04", "NEW", False),
         row("2024-01-01", "NEVER", False),
     )
-    kept = trim_to_first_file(probes)
+    kept = merge(probes)
     assert kept.select("date", "symbol", "available").rows() == [
         (dt.date(2024, 1, 3), "NEW", True),
         (dt.date(2024, 1, 4), "NEW", False),
     ]
-    assert merge(probes).equals(kept)
 
 
 def test_write_dataset_partitions_by_month_and_reads_back(tmp_path):
@@ -81,7 +80,8 @@ def test_write_dataset_partitions_by_month_and_reads_back(tmp_path):
         "2024-02.parquet",
     ]
     assert pl.read_parquet(tmp_path / "ds" / "**" / "*.parquet").equals(rows)
-    assert read_dataset(tmp_path / "ds", ID).equals(rows)
+    assert read_months(tmp_path / "ds", ["2024-01", "2024-02"]).equals(rows)
+    assert summarize(tmp_path / "ds", ID).symbols == {"A", "币安人生USDT"}
 
 
 def test_only_changed_months_are_rewritten_and_unchanged_bytes_stay(tmp_path):
@@ -90,9 +90,11 @@ def test_only_changed_months_are_rewritten_and_unchanged_bytes_stay(tmp_path):
     write_dataset(before, ds, ID, previous=empty())
     january = (ds / "2024-01.parquet").stat()
     after = merge(before, frame(row("2024-02-01", "A", False, probed=T1)))
-    assert write_dataset(after, ds, ID, previous=read_dataset(ds, ID)) == ["2024-02"]
+    assert write_dataset(after, ds, ID, previous=read_months(ds, ["2024-01", "2024-02"])) == [
+        "2024-02"
+    ]
     assert (ds / "2024-01.parquet").stat().st_mtime_ns == january.st_mtime_ns
-    assert write_dataset(after, ds, ID, previous=read_dataset(ds, ID)) == []
+    assert write_dataset(after, ds, ID, previous=read_months(ds, ["2024-01", "2024-02"])) == []
 
 
 def test_identical_rows_give_byte_identical_files(tmp_path):
@@ -118,7 +120,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
 
 
 def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
-    assert read_dataset(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock").is_empty()
+    assert summarize(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock").symbols == set()
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  update:\n    cmd: python -m pipeline.update\n"
         "    outs:\n    - path: " + str(tmp_path / "ds") + "\n      hash: md5\n"
@@ -126,7 +128,7 @@ def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
     with pytest.raises(
         StoreError, match=r"recorded in .*dvc.lock but missing here: run `dvc pull`"
     ):
-        read_dataset(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock")
+        summarize(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock")
 
 
 def test_damaged_partitions_are_refused_with_the_fix(tmp_path):
@@ -137,12 +139,12 @@ def test_damaged_partitions_are_refused_with_the_fix(tmp_path):
     with pytest.raises(
         StoreError, match=r"2024-01.parquet is not a readable Parquet file .*dvc checkout"
     ):
-        read_dataset(ds, ID)
+        summarize(ds, ID)
     pl.DataFrame({"date": [dt.date(2024, 1, 1)], "symbol": ["A"]}).write_parquet(path)
     with pytest.raises(
         StoreError, match=r"has columns date:Date, symbol:String, expected date:Date"
     ):
-        read_dataset(ds, ID)
+        summarize(ds, ID)
 
 
 def test_a_failure_while_writing_any_month_leaves_every_month_as_it_was(tmp_path, monkeypatch):
@@ -176,12 +178,12 @@ def test_a_partly_missing_dataset_is_not_read_as_truncated(tmp_path):
     )
     lock = tmp_path / "dvc.lock"
     lock.write_text(f"stages:\n  update:\n    outs:\n    - path: {ds}\n      nfiles: 3\n")
-    assert read_dataset(ds, ID, lock=lock).height == 2
+    assert summarize(ds, ID, lock=lock).symbols == {"A"}
     (ds / "2024-01.parquet").unlink()
     with pytest.raises(
         StoreError, match=r"has 2 of the 3 files .*dvc.lock records: run `dvc checkout`"
     ):
-        read_dataset(ds, ID, lock=lock)
+        summarize(ds, ID, lock=lock)
 
 
 def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
@@ -189,7 +191,7 @@ def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
     write_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
     hourly = DatasetConfig("um", "klines", "1h", dt.date(2019, 9, 25), "perpetual")
     with pytest.raises(StoreError) as refused:
-        read_dataset(ds, hourly)
+        summarize(ds, hourly)
     assert str(refused.value) == (
         f"{ds} holds contracts perpetual, data_type klines, interval 1m, market um, start_date "
         "2019-09-25 but params.yaml asks for contracts perpetual, data_type klines, interval 1h, "
@@ -197,7 +199,7 @@ def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
     )
     (ds / "_dataset.json").unlink()
     with pytest.raises(StoreError, match=r"_dataset\.json is missing or unreadable"):
-        read_dataset(ds, ID)
+        summarize(ds, ID)
 
 
 def test_merging_part_of_the_dataset_keeps_rows_of_symbols_whose_first_file_is_elsewhere():
@@ -208,3 +210,29 @@ def test_merging_part_of_the_dataset_keeps_rows_of_symbols_whose_first_file_is_e
     )
     assert merge(window, first_files=known).select("symbol", "available").rows() == [("OLD", False)]
     assert merge(window).is_empty()
+
+
+def test_a_leftover_temporary_file_does_not_hide_a_missing_partition(tmp_path):
+    ds = tmp_path / "ds"
+    rows = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
+    write_dataset(rows, ds, ID, previous=empty())
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(f"stages:\n  update:\n    outs:\n    - path: {ds}\n      nfiles: 3\n")
+    (ds / "2024-01.parquet").unlink()
+    (ds / ".2024-02.parquet.abcd.tmp").write_bytes(b"half written")
+    with pytest.raises(StoreError, match="has 2 of the 3 files"):
+        summarize(ds, ID, lock=lock)
+    write_dataset(rows, ds, ID, previous=empty())
+    assert sorted(p.name for p in ds.iterdir()) == [
+        "2024-01.parquet",
+        "2024-02.parquet",
+        "_dataset.json",
+    ]
+
+
+def test_a_dataset_with_no_rows_yet_is_empty_not_missing(tmp_path):
+    ds = tmp_path / "ds"
+    write_dataset(empty(), ds, ID, previous=empty())
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(f"stages:\n  update:\n    outs:\n    - path: {ds}\n      nfiles: 1\n")
+    assert summarize(ds, ID, lock=lock).symbols == set()
