@@ -126,6 +126,8 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
     as_of = reader.optional_date("run.as_of") or today
     if dataset.start_date < EARLIEST_START:
         reader.fail("dataset.start_date", f"must be on or after {EARLIEST_START}")
+    # Tomorrow is still allowed: it probes today, whose files are not all out yet but will be
+    # re-probed by the lookback window; anything later can only write rows of no file.
     if as_of > today + dt.timedelta(days=1):
         reader.fail("run.as_of", f"is in the future ({as_of}): no file for it can exist yet")
     if dataset.start_date >= as_of:

@@ -85,8 +85,7 @@ class _Outcome:
     ) -> _Outcome:
         # Keys and checksums are dropped here, not at the end: they are most of the memory.
         objects = pl.concat([page.objects for page in pages])
-        files = layout.daily_files(objects.with_columns(symbol=pl.lit(task.symbol)))
-        return cls(files, followups)
+        return cls(layout.daily_files(task.symbol, objects), followups)
 
 
 def probe(

@@ -84,23 +84,17 @@ class Layout:
         except ValueError:
             return None
 
-    def daily_files(self, objects: pl.DataFrame) -> pl.DataFrame:
-        """The daily zips among listed objects of any symbols (a `symbol` column), dated.
+    def daily_files(self, symbol: str, objects: pl.DataFrame) -> pl.DataFrame:
+        """`day_of` over a whole listing at once: `symbol`'s daily zips, dated.
 
-        Vectorised: this runs once over a whole probe. Checksums and stray keys are dropped;
-        the file columns stay text (see LISTED_COLUMNS).
+        Checksums and stray keys are dropped; the file columns stay text (LISTED_COLUMNS).
         """
-        symbols = objects.get_column("symbol").unique().to_list()
-        stems = pl.DataFrame(
-            {"symbol": symbols, "stem": [self._stem(symbol) for symbol in symbols]},
-            schema={"symbol": pl.String, "stem": pl.String},
-        )
         day_text = pl.col("key").str.slice(-len("YYYY-MM-DD.zip"), len("YYYY-MM-DD"))
+        zip_key = pl.concat_str(pl.lit(self._stem(symbol)), day_text, pl.lit(".zip"))
         return (
-            objects.join(stems, on="symbol")
-            .filter(pl.col("key") == pl.concat_str(pl.col("stem"), day_text, pl.lit(".zip")))
+            objects.filter(pl.col("key") == zip_key)
             .select(
-                "symbol",
+                pl.lit(symbol, dtype=pl.String).alias("symbol"),
                 "size",
                 "etag",
                 "last_modified",

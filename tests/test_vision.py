@@ -1,7 +1,6 @@
 import datetime as dt
 from urllib.parse import parse_qs, urlsplit
 
-import polars as pl
 import pytest
 import requests
 import responses
@@ -49,8 +48,7 @@ def test_layout_names_keys_and_parses_dates():
 
 def daily_dates(layout: Layout, symbol: str, keys: list[str]) -> list[dt.date]:
     page = parse_listing(listing(keys).encode())
-    objects = page.objects.with_columns(symbol=pl.lit(symbol))
-    days = layout.daily_files(objects).get_column("date").to_list()
+    days = layout.daily_files(symbol, page.objects).get_column("date").to_list()
     # The per-key check the prober plans with agrees with the vectorised filter.
     assert [d for d in (layout.day_of(symbol, key) for key in page.keys) if d] == days
     return days
