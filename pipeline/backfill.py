@@ -10,7 +10,7 @@ from pipeline.config import Config
 from pipeline.prober import ProbeRange, probe
 from pipeline.stage import main
 from pipeline.store import empty, write_parquet
-from pipeline.symbols import read_json_list
+from pipeline.symbols import read_gaps
 from pipeline.vision import Layout, VisionClient
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def history_ranges(symbols: Iterable[str], config: Config) -> list[ProbeRange]:
 
 
 def run(config: Config) -> None:
-    gaps = read_json_list(config.paths.gaps)
+    gaps = read_gaps(config.paths.gaps)
     if not gaps:
         write_parquet(empty(), config.paths.backfill)
         log.info("no symbol lacks history: nothing to backfill, no request made")

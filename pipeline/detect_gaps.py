@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pipeline.config import Config
 from pipeline.stage import main
 from pipeline.store import summarize, write_text
-from pipeline.symbols import preview, read_symbols, render_list
+from pipeline.symbols import preview, read_symbols, render_gaps
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def run(config: Config) -> None:
     symbols = read_symbols(config.paths.symbols)
     tracked = summarize(config.paths.dataset, config.dataset).symbols
     gaps = find_gaps(symbols, tracked)
-    write_text(config.paths.gaps, render_list(gaps))
+    write_text(config.paths.gaps, render_gaps(gaps))
     log.info(
         "%d of %d symbols need their full history%s",
         len(gaps),

@@ -12,6 +12,7 @@ from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
 from pipeline.logs import FILE_ONLY, setup_logging
 
+# Where logging goes until params.yaml is read: a bad params.yaml must be logged too.
 FALLBACK_LOG = Path("logs/pipeline.log")
 
 

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeGuard
 
 from pipeline.config import Contracts
 from pipeline.errors import PipelineError
@@ -30,7 +31,17 @@ def in_scope(symbols: Iterable[str], contracts: Contracts) -> list[str]:
 
 
 def render(symbols: Iterable[str]) -> str:
-    return json.dumps({"symbols": sorted(symbols)}, ensure_ascii=False, indent=2) + "\n"
+    """symbols.json's canonical text."""
+    return _canonical({"symbols": sorted(symbols)})
+
+
+def render_gaps(symbols: Iterable[str]) -> str:
+    """gaps.json's canonical text: a plain array."""
+    return _canonical(sorted(symbols))
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2) + "\n"
 
 
 def write_symbols(path: Path, symbols: Iterable[str]) -> bool:
@@ -43,19 +54,38 @@ def write_symbols(path: Path, symbols: Iterable[str]) -> bool:
 
 
 def read_symbols(path: Path) -> list[str]:
-    """The validated list; every problem is reported with how to fix it."""
+    """symbols.json, validated; every problem is reported with how to fix it."""
+    data = _load(path, fix="fix it or restore it with `git checkout`")
+    symbols = data.get("symbols") if isinstance(data, dict) else None
+    if not _is_name_list(symbols):
+        raise SymbolsError(f'{path} must be an object {{"symbols": [...]}} with a list of strings')
+    return _checked_names(path, symbols)
+
+
+def read_gaps(path: Path) -> list[str]:
+    """gaps.json (written by detect_gaps), validated like symbols.json."""
+    data = _load(path, fix="rerun `dvc repro`")
+    if not _is_name_list(data):
+        raise SymbolsError(f"{path} must be a JSON array of symbol names: rerun `dvc repro`")
+    return _checked_names(path, data)
+
+
+def _load(path: Path, *, fix: str) -> object:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SymbolsError(f"{path} not found: run the discover stage (`dvc repro`)") from None
+        raise SymbolsError(f"{path} not found: run the pipeline (`dvc repro`)") from None
     except json.JSONDecodeError as exc:
         raise SymbolsError(
-            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
-            "fix it or restore it with `git checkout`"
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {fix}"
         ) from None
-    symbols = data.get("symbols") if isinstance(data, dict) else None
-    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
-        raise SymbolsError(f'{path} must be an object {{"symbols": [...]}} with a list of strings')
+
+
+def _is_name_list(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(s, str) for s in value)
+
+
+def _checked_names(path: Path, symbols: list[str]) -> list[str]:
     if any(not s.strip() or s != s.strip() or "/" in s for s in symbols):
         raise SymbolsError(f"{path} has an empty or malformed symbol name: remove it")
     duplicates = sorted(s for s, count in Counter(symbols).items() if count > 1)
@@ -66,20 +96,6 @@ def read_symbols(path: Path) -> list[str]:
     if symbols != sorted(symbols):
         raise SymbolsError(f"{path} is not sorted: rewrite it with `python -m pipeline.discover`")
     return symbols
-
-
-def read_json_list(path: Path) -> list[str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        raise SymbolsError(f"{path} is missing or not valid JSON: rerun `dvc repro`") from None
-    if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
-        raise SymbolsError(f"{path} must be a JSON array of symbol names: rerun `dvc repro`")
-    return data
-
-
-def render_list(symbols: Iterable[str]) -> str:
-    return json.dumps(sorted(symbols), ensure_ascii=False, indent=2) + "\n"
 
 
 def preview(symbols: Iterable[str], limit: int = 10) -> str:

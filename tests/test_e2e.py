@@ -13,6 +13,7 @@ import re
 
 import polars as pl
 import pytest
+import yaml
 
 from pipeline.emulator import Emulator, Knobs, Universe, object_meta
 from pipeline.scratch import ScratchProject
@@ -141,6 +142,15 @@ def test_first_run_backfills_everything_row_for_row(project, emulator):
     budget = 1 + minimal_pages(universe, perpetual, START) + 2
     assert listing_requests(emulator) <= budget, result.stderr
     assert "Running stage 'backfill'" in result.stdout
+    # The completeness check compares partitions + _dataset.json with DVC's own file count.
+    lock = yaml.safe_load(project.read("dvc.lock"))
+    recorded = next(o for o in lock["stages"]["update"]["outs"] if o["path"] == "data/availability")
+    on_disk = list((project.root / "data" / "availability").iterdir())
+    assert (
+        recorded["nfiles"]
+        == len(on_disk)
+        == len(project.dataset()["date"].dt.month_start().unique()) + 1
+    )
 
 
 def test_unchanged_rerun_skips_backfill_and_lists_only_the_window(project, emulator):

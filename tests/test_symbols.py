@@ -7,8 +7,10 @@ from pipeline.symbols import (
     in_scope,
     is_delivery,
     preview,
+    read_gaps,
     read_symbols,
     render,
+    render_gaps,
     write_symbols,
 )
 
@@ -79,3 +81,25 @@ def test_committed_symbols_json_is_valid_and_canonical():
 def test_preview_is_short():
     assert preview(["C", "A", "B"], limit=2) == "A, B, ... (1 more)"
     assert preview(["A"]) == "A"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"symbols": []}', "must be a JSON array of symbol names"),
+        ('["B", "A"]', "is not sorted"),
+        ("[", r"is not valid JSON \(line 1, column 2\): rerun `dvc repro`"),
+    ],
+)
+def test_gaps_json_is_validated_like_symbols_json(tmp_path, content, message):
+    path = tmp_path / "gaps.json"
+    path.write_text(content)
+    with pytest.raises(SymbolsError, match=message):
+        read_gaps(path)
+
+
+def test_gaps_json_round_trips(tmp_path):
+    path = tmp_path / "gaps.json"
+    path.write_text(render_gaps(["币安人生USDT", "BTCUSDT"]))
+    assert read_gaps(path) == ["BTCUSDT", "币安人生USDT"]
+    assert path.read_text() == '[\n  "BTCUSDT",\n  "币安人生USDT"\n]\n'
