@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,11 +71,31 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    stale_after_days: int
+    """A symbol with no file for longer than this is reported as a delisting candidate."""
+    late_share: float
+    """A lookback date missing for at least this share of active symbols is reported as late."""
+
+
+@dataclass(frozen=True)
+class SpansConfig:
+    max_gap_days: int
+    """Missing stretches up to this long are gaps inside a listing span; longer ones end it."""
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     symbols: Path
     gaps: Path
     backfill: Path
     dataset: Path
+    spans: Path
+    changes: Path
+    run_metrics: Path
+    validation: Path
+    summary: Path
+    plots: Path
     log: Path
 
 
@@ -86,6 +106,8 @@ class Config:
     as_of: dt.date
     lookback_days: int
     probe: ProbeConfig
+    validate: ValidateConfig
+    spans: SpansConfig
     paths: PathsConfig
 
     @property
@@ -146,12 +168,13 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
             retries=reader.integer("probe.retries", minimum=0, maximum=20),
             backoff_s=reader.number("probe.backoff_s", minimum=0.0),
         ),
+        validate=ValidateConfig(
+            stale_after_days=reader.integer("validate.stale_after_days", minimum=1),
+            late_share=reader.fraction("validate.late_share"),
+        ),
+        spans=SpansConfig(max_gap_days=reader.integer("spans.max_gap_days", minimum=1)),
         paths=PathsConfig(
-            symbols=reader.path("paths.symbols"),
-            gaps=reader.path("paths.gaps"),
-            backfill=reader.path("paths.backfill"),
-            dataset=reader.path("paths.dataset"),
-            log=reader.path("paths.log"),
+            **{field.name: reader.path(f"paths.{field.name}") for field in fields(PathsConfig)}
         ),
     )
 
@@ -207,6 +230,12 @@ class _Reader:
             self.fail(key, f"must be a number (got {value!r})")
         self._check_range(key, value, minimum, None)
         return float(value)
+
+    def fraction(self, key: str) -> float:
+        value = self.number(key, minimum=0.0)
+        if not 0 < value <= 1:
+            self.fail(key, f"must be a fraction in (0, 1] (got {value})")
+        return value
 
     def _check_range(self, key: str, value: float, minimum: float, maximum: float | None) -> None:
         if value < minimum:

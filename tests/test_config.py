@@ -40,6 +40,9 @@ def test_shipped_params_load_with_documented_defaults():
     assert config.as_of == TODAY
     assert config.last_date == dt.date(2026, 11, 28)
     assert config.lookback_start == dt.date(2026, 11, 9)
+    assert (config.validate.stale_after_days, config.validate.late_share) == (7, 0.2)
+    assert config.spans.max_gap_days == 30
+    assert config.paths.validation == Path("metrics/validation.json")
 
 
 def test_explicit_as_of_makes_the_run_reproducible():
@@ -69,6 +72,10 @@ def test_config_is_frozen():
         ("probe.workers", True, "probe.workers must be a whole number (got True)"),
         ("probe.timeout_s", 0, "probe.timeout_s must be at least 0.1"),
         ("vision.listing_url", "s3://bucket", "vision.listing_url must be an http(s) URL"),
+        ("validate.late_share", 0, "validate.late_share must be a fraction in (0, 1] (got 0.0)"),
+        ("validate.late_share", 1.5, "validate.late_share must be a fraction in (0, 1]"),
+        ("spans.max_gap_days", 0, "spans.max_gap_days must be at least 1 (got 0)"),
+        ("paths.spans", "", "paths.spans must be a relative path (got '')"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(key, value, message):
