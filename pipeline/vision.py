@@ -15,14 +15,16 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import unescape
 
 import polars as pl
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+from requests.exceptions import ChunkedEncodingError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from pipeline.config import KLINE_DATA_TYPES, Config
@@ -167,27 +169,30 @@ class VisionClient:
         self.session = requests.Session()
         # No proxies or .netrc from the environment: requests would look them up per request.
         self.session.trust_env = False
-        self.retry = CountingRetry(
+        # Every retry happens in `_get`, under one budget: a failure before the headers and one
+        # midway through the body (which urllib3 never sees) are the same fault to us.
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.retry = BackoffRetry(
             total=retries,
             connect=retries,
             read=retries,
             status=retries,
-            other=0,
+            other=retries,
+            redirect=0,
             backoff_factor=backoff_s,
             backoff_jitter=backoff_s,
             backoff_max=max(backoff_s * 8, 1.0),
             status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset({"GET"}),
             respect_retry_after_header=True,
-            raise_on_status=False,
-            on_retry=self._count_retry,
             retry_after_cap=timeout_s,
         )
-        adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=self.retry
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # A dead or black-holed endpoint fails within this, however its retries are spent.
+        self.budget_s = timeout_s * max(retries, 1)
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
@@ -261,16 +266,13 @@ class VisionClient:
     ) -> ListingPage:
         params = self._page_params(prefix, start_after, delimiter, continuation)
         response = self._get(params, subject)
-        code = _s3_error_code(response.content) if response.status_code != 200 else None
-        if response.status_code == 404 and code != "NoSuchBucket":
+        if response.status_code == 404 and _s3_error_code(response.content) != "NoSuchBucket":
             # Binance Vision answers 404 for a folder that holds no files. A missing bucket
             # is a wrong vision.listing_url, never "no files": that would blank every symbol.
             return EMPTY_PAGE
         if response.status_code != 200:
-            raise VisionError(
-                f"{subject}: listing failed with HTTP {response.status_code}"
-                f"{f' ({code})' if code else ''} from {response.url}"
-            )
+            url = self.listing_url + "/"
+            raise VisionError(_failure(subject, url, params, _Attempt(response, None), 0))
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if content_type not in XML_CONTENT_TYPES:
             raise VisionError(
@@ -305,54 +307,55 @@ class VisionClient:
         return params
 
     def _get(self, params: dict[str, str], subject: str) -> requests.Response:
+        """One listing request, retried on transient faults until the retries or budget run out.
+
+        Returns the response, which may be an error status no retry can change (a 404, a 403)
+        for the caller to judge; raises VisionError once the retries or the budget run out.
+        """
         url = self.listing_url + "/"
-        with self._lock:
-            self.requests += 1
-        # urllib3 retries what fails before the response headers; a body cut short or
-        # stalled midway surfaces here instead, and gets the same budget and backoff.
         retry = self.retry
+        deadline = time.monotonic() + self.budget_s
         while True:
+            self._count(retried=retry is not self.retry)
+            attempt = _attempt(self.session, url, params, deadline, self.timeout_s)
+            fault = _transport_fault(attempt.failure) if attempt.failure else None
+            answer = None if attempt.failure or attempt.response is None else attempt.response.raw
+            if attempt.failure is not None and fault is None:
+                _give_up(subject, url, params, retry, attempt)
+            if answer is not None and not retry.is_retry(
+                "GET", answer.status, "Retry-After" in answer.headers
+            ):
+                return attempt.response
             try:
-                return self.session.get(url, params=params, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                if not _failed_in_body(exc) or retry.total is None or retry.total <= 0:
-                    shown = requests.Request("GET", url, params=params).prepare().url
-                    raise VisionError(
-                        f"{subject}: listing failed after retries ({_reason(exc)}) from {shown}"
-                    ) from None
-                retry = retry.new(total=retry.total - 1, history=(*retry.history, None))
-                self._count_retry()
-                time.sleep(retry.get_backoff_time())
+                retry = retry.increment("GET", url, response=answer, error=fault)
+            except MaxRetryError:
+                _give_up(subject, url, params, retry, attempt)
+            wait = retry.wait_for(answer)
+            if time.monotonic() + wait >= deadline:
+                _give_up(subject, url, params, retry, attempt, budget=self.budget_s)
+            time.sleep(wait)
 
-    def _count_retry(self) -> None:
+    def _count(self, *, retried: bool) -> None:
         with self._lock:
             self.requests += 1
-            self.retries += 1
+            self.retries += retried
 
 
-class CountingRetry(Retry):
-    """urllib3's Retry, reporting each retry it grants so that the run can count them.
+class BackoffRetry(Retry):
+    """urllib3's retry policy, with two departures from its defaults.
 
-    Two departures from urllib3's defaults: the first retry already waits (urllib3 retries at
-    once, so every worker hits a throttling server again together), and a server's
-    Retry-After is honoured only up to `retry_after_cap` seconds.
+    The first retry already waits (urllib3 retries at once, so every worker would hit a
+    throttling server again together), and a server's Retry-After is honoured only up to
+    `retry_after_cap` seconds.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        on_retry: Callable[[], None] | None = None,
-        retry_after_cap: float = 30.0,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, retry_after_cap: float = 30.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.on_retry = on_retry
         self.retry_after_cap = retry_after_cap
 
-    def new(self, **kwargs: Any) -> CountingRetry:
-        # Retry copies itself on every attempt; the callback must travel with the copy.
+    def new(self, **kwargs: Any) -> BackoffRetry:
+        # Retry copies itself on every attempt; the cap must travel with the copy.
         retry = super().new(**kwargs)
-        retry.on_retry = self.on_retry
         retry.retry_after_cap = self.retry_after_cap
         return retry
 
@@ -366,11 +369,75 @@ class CountingRetry(Retry):
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.retry_after_cap)
 
-    def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
-        retry = super().increment(*args, **kwargs)  # raises once the budget is spent
-        if self.on_retry is not None:
-            self.on_retry()
-        return retry
+    def wait_for(self, response: BaseHTTPResponse | None) -> float:
+        """How long to wait before the next attempt: the server's Retry-After, else backoff."""
+        retry_after = None
+        if response is not None and self.respect_retry_after_header:
+            retry_after = self.get_retry_after(response)
+        return self.get_backoff_time() if retry_after is None else retry_after
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One try of a request: the response (if headers came back) and what went wrong, if any."""
+
+    response: requests.Response | None
+    failure: requests.RequestException | None
+
+
+def _attempt(
+    session: requests.Session,
+    url: str,
+    params: dict[str, str],
+    deadline: float,
+    timeout_s: float,
+) -> _Attempt:
+    response = None
+    try:
+        timeout = max(min(timeout_s, deadline - time.monotonic()), 0.01)
+        response = session.get(url, params=params, timeout=timeout, stream=True)
+        # The body is read here, so a response that breaks off midway keeps its status.
+        _ = response.content
+    except requests.RequestException as exc:
+        if response is not None:
+            response.close()
+        return _Attempt(response, exc)
+    return _Attempt(response, None)
+
+
+def _give_up(
+    subject: str,
+    url: str,
+    params: dict[str, str],
+    retry: Retry,
+    attempt: _Attempt,
+    *,
+    budget: float | None = None,
+) -> NoReturn:
+    raise VisionError(_failure(subject, url, params, attempt, len(retry.history), budget=budget))
+
+
+def _failure(
+    subject: str,
+    url: str,
+    params: dict[str, str],
+    attempt: _Attempt,
+    retries: int,
+    *,
+    budget: float | None = None,
+) -> str:
+    """One line naming what was listed, every cause known (status, S3 code, fault), the URL."""
+    shown = requests.Request("GET", url, params=params).prepare().url
+    causes = []
+    if attempt.response is not None:
+        code = None if attempt.failure else _s3_error_code(attempt.response.content)
+        causes.append(f"HTTP {attempt.response.status_code}" + (f" {code}" if code else ""))
+    if attempt.failure is not None:
+        causes.append(_reason(attempt.failure))
+    if budget is not None:
+        causes.append(f"out of the {budget:g}s retry budget")
+    retried = f" after {retries} retries" if retries else ""
+    return f"{subject}: listing failed{retried} ({', '.join(causes)}) from {shown}"
 
 
 class ListingParseError(Exception):
@@ -563,12 +630,13 @@ def _s3_error_code(body: bytes) -> str | None:
         return None
 
 
-def _failed_in_body(exc: requests.RequestException) -> bool:
-    """Whether the response broke off after its headers (urllib3 has not retried it)."""
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return True
-    cause = exc.args[0] if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(cause, ReadTimeoutError)
+def _transport_fault(exc: requests.RequestException) -> Exception | None:
+    """The fault as urllib3's Retry classifies it; None for what no retry can fix."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return ConnectTimeoutError(_reason(exc))
+    if isinstance(exc, requests.Timeout | requests.ConnectionError | ChunkedEncodingError):
+        return ProtocolError(_reason(exc))
+    return None
 
 
 def _reason(exc: requests.RequestException) -> str:
@@ -577,7 +645,7 @@ def _reason(exc: requests.RequestException) -> str:
     reason = getattr(cause, "reason", cause)
     if isinstance(exc, requests.Timeout) or isinstance(reason, ReadTimeoutError | TimeoutError):
         return "timed out"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+    if isinstance(exc, ChunkedEncodingError):
         return "response cut short"
     if isinstance(exc, requests.exceptions.RetryError):
         return "too many retries"

@@ -105,7 +105,7 @@ def test_a_failing_symbol_fails_the_whole_probe_with_its_name():
     with responses.RequestsMock() as mock:
         mock.get(URL + "/", status=500, body="<Error><Code>InternalError</Code></Error>")
         with pytest.raises(
-            VisionError, match=r"^BTCUSDT: listing failed with HTTP 500 \(InternalError\)"
+            VisionError, match=r"^BTCUSDT: listing failed \(HTTP 500 InternalError\) from https:"
         ):
             run([ProbeRange("BTCUSDT", D("2024-01-01"), D("2024-01-02"))])
 

@@ -141,7 +141,7 @@ def test_a_failed_update_leaves_every_file_untouched(project, bucket, caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
     assert errors[0].startswith(
-        "BTCUSDT: listing failed with HTTP 503 (SlowDown) from https://s3.example.test/"
+        "BTCUSDT: listing failed (HTTP 503 SlowDown) from https://s3.example.test/"
     )
 
 

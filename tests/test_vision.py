@@ -164,7 +164,10 @@ def test_404_means_the_folder_has_no_files():
 @responses.activate
 def test_a_missing_bucket_is_an_error_not_an_empty_folder():
     responses.get(LIST_URL, status=404, body=error("NoSuchBucket"), **XML)
-    with client() as vision, pytest.raises(VisionError, match=r"HTTP 404 \(NoSuchBucket\) from"):
+    with (
+        client() as vision,
+        pytest.raises(VisionError, match=r"failed \(HTTP 404 NoSuchBucket\) from"),
+    ):
         vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
 
 
@@ -183,13 +186,12 @@ def test_transient_503_slowdown_is_retried_and_counted():
 @responses.activate
 def test_a_connection_failure_that_outlasts_the_retries_is_one_line_with_the_url():
     responses.get(LIST_URL, body=requests.ConnectionError("reset"))
-    # responses raises the exception above urllib3, where nothing retries it; that connection
-    # resets are retried is shown on a real socket by the e2e fault test (emulator resets).
     with client(retries=1) as vision, pytest.raises(VisionError) as failure:
         vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     assert str(failure.value).startswith(
-        "BTCUSDT: listing failed after retries (connection failed)"
+        "BTCUSDT: listing failed after 1 retries (connection failed)"
     )
+    assert (len(responses.calls), vision.requests, vision.retries) == (2, 2, 1)
     assert "https://s3.example.test/data.binance.vision/?prefix=data%2Ffutures" in str(
         failure.value
     )
@@ -201,7 +203,9 @@ def test_persistent_failure_names_symbol_url_and_status():
     with client(retries=2) as vision, pytest.raises(VisionError) as failure:
         vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     message = str(failure.value)
-    assert message.startswith("BTCUSDT: listing failed with HTTP 503 (SlowDown) from https://s3.")
+    assert message.startswith(
+        "BTCUSDT: listing failed after 2 retries (HTTP 503 SlowDown) from https://s3."
+    )
     assert "prefix=data%2Ffutures%2Fum%2Fdaily%2Fklines%2FBTCUSDT%2F1m%2F" in message
     assert len(responses.calls) == 3
     assert "\n" not in message
@@ -212,7 +216,9 @@ def test_403_is_not_retried():
     responses.get(LIST_URL, status=403, body=error("AccessDenied"), **XML)
     with (
         client(retries=3) as vision,
-        pytest.raises(VisionError, match=r"HTTP 403 \(AccessDenied\)"),
+        pytest.raises(
+            VisionError, match=r"^symbols: listing failed \(HTTP 403 AccessDenied\) from"
+        ),
     ):
         vision.list_page("x/", subject="symbols")
     assert len(responses.calls) == 1
@@ -371,7 +377,7 @@ def test_unusual_or_damaged_pages_read_exactly_as_the_reference_parser_reads_the
 
 
 def test_the_first_retry_already_backs_off_and_retry_after_is_capped():
-    retry = vision.CountingRetry(
+    retry = vision.BackoffRetry(
         backoff_factor=0.5, backoff_jitter=0, backoff_max=4, retry_after_cap=3
     )
     assert retry.get_backoff_time() == 0
@@ -427,10 +433,50 @@ def test_a_response_cut_short_midway_is_retried(flaky_server):
 def test_a_response_always_cut_short_fails_after_the_retries(flaky_server):
     url, state = flaky_server
     state["cut"] = 99
-    expected = r"^BTCUSDT: listing failed after retries \(response cut short\) from http://127"
+    expected = (
+        r"^BTCUSDT: listing failed after 2 retries \(HTTP 200, response cut short\) from http://127"
+    )
     with (
         VisionClient(url, timeout_s=5, retries=2, backoff_s=0, pool_size=1) as client,
         pytest.raises(VisionError, match=expected),
     ):
         client.list_page("p/", subject="BTCUSDT")
     assert state["served"] == 3
+
+
+@responses.activate
+def test_retry_after_is_honoured_up_to_the_cap(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(vision.time, "sleep", waits.append)
+    throttled = {"status": 503, "body": error("SlowDown"), **XML}
+    responses.get(LIST_URL, headers={"Retry-After": "2"}, **throttled)
+    responses.get(LIST_URL, headers={"Retry-After": "3600"}, **throttled)
+    responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
+    with client(retries=3) as throttled_client:
+        throttled_client.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
+    assert waits == [2, 5]  # the second is capped at probe.timeout_s
+    assert (throttled_client.requests, throttled_client.retries) == (3, 2)
+
+
+@pytest.fixture
+def black_hole():
+    """A server that accepts connections and never answers: a dead endpoint."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/data.binance.vision"
+    listener.close()
+
+
+def test_a_dead_endpoint_fails_within_timeout_times_retries(black_hole):
+    # Unbounded, 5 attempts of 0.25 s with backoffs of 0.2 to 1.6 s would take over 4 s; the
+    # budget is 0.25 s x 4 retries, so the client gives up once the next wait would pass it.
+    with (
+        VisionClient(black_hole, timeout_s=0.25, retries=4, backoff_s=0.2, pool_size=1) as dead,
+        pytest.raises(VisionError) as failure,
+    ):
+        dead.list_page("p/", subject="BTCUSDT")
+    message = str(failure.value)
+    assert message.startswith("BTCUSDT: listing failed after ")
+    assert "(timed out, out of the 1s retry budget) from http://127.0.0.1:" in message
+    assert dead.requests < 5
