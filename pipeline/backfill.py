@@ -1,4 +1,8 @@
-"""Stage backfill: the full history of the symbols in data/gaps.json, as one Parquet file."""
+"""Stage backfill: the full history of the symbols in data/gaps.json, as one Parquet file.
+
+Each symbol's listing is checkpointed as soon as it is complete, so a killed backfill resumes
+where it stopped: the rerun lists only the symbols not finished yet.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,14 @@ import datetime as dt
 import logging
 from collections.abc import Iterable
 
+import polars as pl
+
+from pipeline.checkpoint import PROBED_AT, Checkpoint, Resumed
 from pipeline.config import Config
-from pipeline.prober import ProbeRange, probe
+from pipeline.prober import ProbeRange, probe, to_rows
 from pipeline.stage import main
 from pipeline.store import empty, write_parquet
-from pipeline.symbols import read_gaps
+from pipeline.symbols import preview, read_gaps
 from pipeline.vision import Layout, VisionClient
 
 log = logging.getLogger(__name__)
@@ -21,33 +28,63 @@ def history_ranges(symbols: Iterable[str], config: Config) -> list[ProbeRange]:
     return [ProbeRange(s, start, last, from_first_file=True) for s in sorted(symbols)]
 
 
+def resumed_rows(resumed: Resumed, config: Config) -> pl.DataFrame:
+    """The rows of the symbols an interrupted run finished, stamped with when it listed them."""
+    frames = [
+        to_rows(
+            history_ranges(files.get_column("symbol").unique(), config),
+            [files.drop(PROBED_AT)],
+            probed_at,
+        )
+        for (probed_at,), files in resumed.files.group_by(PROBED_AT)
+    ]
+    return pl.concat([empty(), *frames])
+
+
 def run(config: Config) -> None:
     gaps = read_gaps(config.paths.gaps)
+    checkpoint = Checkpoint.for_backfill(config)
     if not gaps:
         write_parquet(empty(), config.paths.backfill)
+        checkpoint.clear()
         log.info("no symbol lacks history: nothing to backfill, no request made")
         return
+    resumed = checkpoint.load()
+    done = resumed.symbols & set(gaps)
+    if done:
+        log.info(
+            "resuming an interrupted backfill: %d of %d symbols already listed (%s)",
+            len(done),
+            len(gaps),
+            checkpoint.directory,
+        )
     probed_at = dt.datetime.now(dt.UTC)
     with VisionClient.from_config(config) as client:
         rows, stats = probe(
             client,
             Layout.from_config(config),
-            history_ranges(gaps, config),
+            history_ranges(set(gaps) - done, config),
             workers=config.probe.workers,
             probed_at=probed_at,
+            on_listed=lambda symbol, files: checkpoint.save(symbol, files, probed_at),
         )
+    earlier = resumed_rows(resumed, config).filter(pl.col("symbol").is_in(list(gaps)))
+    rows = pl.concat([earlier, rows])
     write_parquet(rows, config.paths.backfill)
+    checkpoint.clear()
     log.info(
         "backfilled %d symbols (%s to %s): %d rows, %d available; "
-        "%d requests (%d retries) in %.1fs",
-        stats.symbols,
+        "%d symbols listed with %d requests (%d retries) in %.1fs%s",
+        len(gaps),
         config.dataset.start_date,
         config.last_date,
         rows.height,
         rows.get_column("available").sum(),
+        stats.symbols,
         stats.requests,
         stats.retries,
         stats.seconds,
+        f"; {len(done)} resumed from the checkpoint ({preview(done)})" if done else "",
     )
 
 

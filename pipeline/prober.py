@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
@@ -88,6 +88,10 @@ class _Outcome:
         return cls(layout.daily_files(task.symbol, objects), followups)
 
 
+OnListed = Callable[[str, pl.DataFrame], None]
+"""Called with a symbol and its listed daily files (LISTED_FILES) once its listing is complete."""
+
+
 def probe(
     client: VisionClient,
     layout: Layout,
@@ -95,16 +99,17 @@ def probe(
     *,
     workers: int,
     probed_at: dt.datetime,
+    on_listed: OnListed | None = None,
 ) -> tuple[pl.DataFrame, ProbeStats]:
     """Rows in the dataset schema for the (symbol, date) pairs of `ranges`, and what it cost.
 
     Raises VisionError (naming the symbol, URL and status) if any listing fails for good;
-    then no rows are returned at all.
+    then no rows are returned at all, but `on_listed` has seen every symbol finished before.
     """
     started = time.monotonic()
     requests_before, retries_before = client.requests, client.retries
-    found = _list_all(client, layout, ranges, workers=workers)
-    rows = _to_rows(ranges, found, probed_at)
+    found = _list_all(client, layout, ranges, workers=workers, on_listed=on_listed)
+    rows = to_rows(ranges, found, probed_at)
     stats = ProbeStats(
         symbols=len(ranges),
         requests=client.requests - requests_before,
@@ -115,10 +120,17 @@ def probe(
 
 
 def _list_all(
-    client: VisionClient, layout: Layout, ranges: Sequence[ProbeRange], *, workers: int
+    client: VisionClient,
+    layout: Layout,
+    ranges: Sequence[ProbeRange],
+    *,
+    workers: int,
+    on_listed: OnListed | None,
 ) -> list[pl.DataFrame]:
     found: list[pl.DataFrame] = []
     outstanding: Counter[str] = Counter()
+    # Kept only for `on_listed`: a symbol's files, until its last task is done.
+    listed: defaultdict[str, list[pl.DataFrame]] = defaultdict(list)
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool,
         tqdm(total=len(ranges), unit="symbol", desc="probing", disable=None) as progress,
@@ -135,14 +147,25 @@ def _list_all(
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                # Tasks that succeeded beside a failed one still count: `on_listed` (the
+                # checkpoint) must see every symbol that finished before the run stops.
+                failures = [f.exception() for f in done if f.exception() is not None]
                 for future in done:
                     task = pending.pop(future)
+                    if future.exception() is not None:
+                        continue
                     outcome = future.result()
                     found.append(outcome.files)
                     submit(outcome.followups)
                     outstanding[task.symbol] -= 1
+                    if on_listed is not None:
+                        listed[task.symbol].append(outcome.files)
+                        if outstanding[task.symbol] == 0:
+                            on_listed(task.symbol, pl.concat(listed.pop(task.symbol)))
                     if outstanding[task.symbol] == 0:
                         progress.update(1)
+                if failures:
+                    raise failures[0]
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -224,13 +247,14 @@ def _last_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:
     return next(filter(None, (layout.day_of(symbol, key) for key in reversed(page.keys))), None)
 
 
-def _to_rows(
+def to_rows(
     ranges: Sequence[ProbeRange],
-    found: list[pl.DataFrame],
+    found: Iterable[pl.DataFrame],
     probed_at: dt.datetime,
 ) -> pl.DataFrame:
+    """Rows in the dataset schema for `ranges`, from their listed daily files (LISTED_FILES)."""
     files = (
-        pl.concat([pl.DataFrame(schema=_FILE_SCHEMA), *found], how="vertical_relaxed")
+        pl.concat([pl.DataFrame(schema=LISTED_FILES), *found], how="vertical_relaxed")
         .unique(["symbol", "date"], keep="first")
         .select("symbol", "date", "etag", *typed_file_columns())
     )
@@ -272,8 +296,9 @@ def _to_rows(
     )
 
 
-_FILE_SCHEMA = {
+LISTED_FILES = {
     "symbol": pl.String(),
     **dict.fromkeys(LISTED_COLUMNS[1:], pl.String()),
     "date": pl.Date(),
 }
+"""A symbol's daily files as listed: dated, the file columns still text (see Layout.daily_files)."""

@@ -23,6 +23,8 @@ class FakeBucket:
         self.keys: list[str] = []
         self.queries: list[dict[str, str]] = []
         self.failure: tuple[int, str] | None = None
+        # Symbols whose listings fail (HTTP 500), as one broken folder would.
+        self.failing_symbols: set[str] = set()
 
     def add_days(self, symbol: str, first: str, last: str, *, skip: tuple[str, ...] = ()) -> None:
         day, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
@@ -36,6 +38,13 @@ class FakeBucket:
     def register(self, mock: responses.RequestsMock | None = None) -> None:
         (mock or responses).add_callback(responses.GET, self.url + "/", callback=self._answer)
 
+    def listed_symbols(self) -> set[str]:
+        return {
+            LAYOUT.symbol_of(query["prefix"].removesuffix("1m/"))
+            for query in self.queries
+            if query.get("prefix", "").endswith("/1m/")
+        }
+
     def list_calls(self, symbol: str) -> int:
         prefix = LAYOUT.symbol_prefix(symbol)
         return sum(query.get("prefix") == prefix for query in self.queries)
@@ -43,8 +52,11 @@ class FakeBucket:
     def _answer(self, request) -> tuple[int, dict[str, str], str]:
         query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
         self.queries.append(query)
-        if self.failure:
-            status, code = self.failure
+        failure = self.failure
+        if any(query.get("prefix") == LAYOUT.symbol_prefix(s) for s in self.failing_symbols):
+            failure = (500, "InternalError")
+        if failure:
+            status, code = failure
             return (
                 status,
                 {"Content-Type": "application/xml"},

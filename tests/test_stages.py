@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import polars as pl
 import pytest
@@ -10,12 +11,16 @@ import responses
 import yaml
 
 from pipeline import backfill, detect_gaps, discover, update
+from pipeline.checkpoint import Checkpoint
+from pipeline.config import load_config
+from pipeline.prober import LISTED_FILES
 from pipeline.stage import run_stage
 from tests.fake_bucket import FakeBucket
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "https://s3.example.test/data.binance.vision"
 D = dt.date.fromisoformat
+NO_FILES = pl.DataFrame(schema=LISTED_FILES)
 STAGES = [
     ("discover", discover.run),
     ("detect_gaps", detect_gaps.run),
@@ -56,6 +61,15 @@ def set_as_of(project: Path, day: str) -> None:
 
 def run_all() -> list[int]:
     return [run_stage(name, body) for name, body in STAGES]
+
+
+def detect_the_gaps() -> set[str]:
+    """Run the stages before backfill; the symbols it will backfill."""
+    assert [run_stage("discover", discover.run), run_stage("detect_gaps", detect_gaps.run)] == [
+        0,
+        0,
+    ]
+    return set(json.loads(Path("data/gaps.json").read_text()))
 
 
 def dataset() -> pl.DataFrame:
@@ -246,3 +260,52 @@ def test_update_rewrites_only_the_months_it_touched_and_delisted_rows_go_on(proj
     gone = dataset().filter(pl.col("symbol") == "GONEUSDT")
     assert gone["date"].max() == D("2024-06-01")
     assert not gone.filter(pl.col("date") > D("2023-06-30"))["available"].any()
+
+
+def test_a_backfill_that_fails_midway_resumes_without_listing_finished_symbols_again(
+    project, bucket
+):
+    for n in range(8):
+        bucket.add_days(f"NEW{n}USDT", "2023-06-01", "2024-05-31")
+    gaps = detect_the_gaps()
+    bucket.failing_symbols = {"NEW5USDT"}
+    assert run_stage("backfill", backfill.run) == 1
+    checkpoint = Path("data/.backfill.parquet.checkpoint")
+    finished = {unquote(path.stem) for path in checkpoint.glob("*.parquet")}
+    assert finished and "NEW5USDT" not in finished and not Path("data/backfill.parquet").exists()
+
+    bucket.failing_symbols = set()
+    bucket.queries.clear()
+    assert run_stage("backfill", backfill.run) == 0
+    assert bucket.listed_symbols() == gaps - finished
+    assert not checkpoint.exists()
+    resumed = pl.read_parquet("data/backfill.parquet")
+    assert resumed.select("date", "symbol").is_unique().all()
+
+    assert run_stage("backfill", backfill.run) == 0  # from scratch: the checkpoint is gone
+    assert bucket.listed_symbols() == gaps
+    clean = pl.read_parquet("data/backfill.parquet")
+    assert resumed.drop("probe_timestamp").equals(clean.drop("probe_timestamp"))
+    stamps = resumed.group_by(pl.col("symbol").is_in(list(finished))).agg(
+        pl.col("probe_timestamp").max()
+    )
+    earlier, later = stamps.sort("symbol", descending=True).get_column("probe_timestamp")
+    assert earlier < later  # resumed rows keep the time they were really listed
+
+
+def test_a_checkpoint_is_used_only_for_the_dates_it_was_made_for(project, bucket):
+    assert [run_stage("discover", discover.run), run_stage("detect_gaps", detect_gaps.run)] == [
+        0,
+        0,
+    ]
+    for as_of, relisted in (
+        ("2024-06-01", {"币安人生USDT"}),
+        ("2024-05-31", {"BTCUSDT", "币安人生USDT"}),
+    ):
+        set_as_of(project, "2024-06-01")
+        Checkpoint.for_backfill(load_config()).save("BTCUSDT", NO_FILES, dt.datetime.now(dt.UTC))
+        set_as_of(project, as_of)
+        bucket.queries.clear()
+        assert run_stage("backfill", backfill.run) == 0
+        assert bucket.listed_symbols() == relisted
+        assert not Path("data/.backfill.parquet.checkpoint").exists()
