@@ -65,10 +65,7 @@ def run_all() -> list[int]:
 
 def detect_the_gaps() -> set[str]:
     """Run the stages before backfill; the symbols it will backfill."""
-    assert [run_stage("discover", discover.run), run_stage("detect_gaps", detect_gaps.run)] == [
-        0,
-        0,
-    ]
+    assert [run_stage(name, body) for name, body in STAGES[:2]] == [0, 0]
     return set(json.loads(Path("data/gaps.json").read_text()))
 
 
@@ -294,10 +291,7 @@ def test_a_backfill_that_fails_midway_resumes_without_listing_finished_symbols_a
 
 
 def test_a_checkpoint_is_used_only_for_the_dates_it_was_made_for(project, bucket):
-    assert [run_stage("discover", discover.run), run_stage("detect_gaps", detect_gaps.run)] == [
-        0,
-        0,
-    ]
+    detect_the_gaps()
     for as_of, relisted in (
         ("2024-06-01", {"币安人生USDT"}),
         ("2024-05-31", {"BTCUSDT", "币安人生USDT"}),
