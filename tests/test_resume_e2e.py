@@ -1,0 +1,94 @@
+"""A backfill killed with SIGKILL midway, then `dvc repro` again: it resumes where it stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from pipeline.emulator import Emulator, Knobs, Universe
+from pipeline.scratch import ScratchProject
+from tests.test_e2e import AS_OF, LAYOUT, START, assert_matches_universe
+
+pytestmark = pytest.mark.e2e
+
+SYMBOLS = [f"S{n:02d}USDT" for n in range(40)]
+UNIVERSE = {
+    "today": AS_OF.isoformat(),
+    "market": "um",
+    "data_type": "klines",
+    "intervals": ["1m"],
+    "symbols": {symbol: {"spans": [["2023-06-01", None]]} for symbol in SYMBOLS},
+}
+CHECKPOINT = Path("data/.backfill.parquet.checkpoint")
+
+
+@pytest.fixture
+def emulator():
+    # Slow enough (150 ms a page, 2 workers: ~3 s of backfill) to be killed midway.
+    with Emulator(Universe.from_dict(UNIVERSE), knobs=Knobs(latency_ms=150)) as server:
+        yield server
+
+
+@pytest.fixture
+def project(tmp_path, emulator):
+    return ScratchProject.create(
+        tmp_path / "repo",
+        {
+            "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
+            "dataset": {"start_date": START.isoformat()},
+            "run": {"as_of": AS_OF.isoformat()},
+            "update": {"lookback_days": 5},
+            "probe": {"workers": 2, "timeout_s": 5, "retries": 2, "backoff_s": 0.01},
+        },
+    )
+
+
+def kill_once_checkpointed(project: ScratchProject, symbols: int) -> set[str]:
+    """Run `dvc repro`, SIGKILL it (and its stage) once `symbols` are checkpointed."""
+    repro = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    folder = project.root / CHECKPOINT
+    deadline = time.monotonic() + 60
+    try:
+        while len(list(folder.glob("*.parquet"))) < symbols:
+            assert repro.poll() is None, "dvc repro ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+    finally:
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait()
+    return {unquote(path.stem) for path in folder.glob("*.parquet")}
+
+
+def test_a_killed_backfill_resumes_without_listing_finished_symbols_again(project, emulator):
+    finished = kill_once_checkpointed(project, symbols=6)
+    assert 6 <= len(finished) < len(SYMBOLS)
+    assert not (project.root / "data" / "backfill.parquet").exists()
+
+    emulator.set_knobs(Knobs())
+    emulator.reset_counters()
+    project.repro()
+    listed = emulator.counters()["by_prefix"]
+    # Finished symbols are not listed again: not by backfill, and not by update, whose
+    # window the backfill already covered.
+    assert {s for s in SYMBOLS if listed.get(LAYOUT.symbol_prefix(s))} == set(SYMBOLS) - finished
+    assert all(listed.get(LAYOUT.symbol_prefix(s)) == 1 for s in set(SYMBOLS) - finished)
+    assert not (project.root / CHECKPOINT).exists()
+    rows = project.dataset()
+    assert rows.select("date", "symbol").is_unique().all()
+    assert_matches_universe(project, Universe.from_dict(UNIVERSE), AS_OF)
+    resumed = rows.filter(rows["symbol"].is_in(list(finished)))["probe_timestamp"].max()
+    relisted = rows.filter(~rows["symbol"].is_in(list(finished)))["probe_timestamp"].min()
+    assert resumed < relisted  # resumed rows keep the time they were really listed
