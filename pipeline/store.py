@@ -70,9 +70,12 @@ def first_files(rows: pl.LazyFrame) -> pl.LazyFrame:
 def _from_first_file(rows: pl.LazyFrame, known: pl.DataFrame | None) -> pl.LazyFrame:
     firsts = first_files(rows)
     if known is not None:
-        firsts = (
-            pl.concat([firsts, known.lazy()]).group_by("symbol").agg(pl.col("first_file").min())
+        # A known first file on a date the merged rows hold is theirs to confirm: a newer
+        # probe may have found that file removed, and then the first file moves later.
+        outside = known.lazy().join(
+            rows.select("symbol", first_file="date"), on=["symbol", "first_file"], how="anti"
         )
+        firsts = pl.concat([firsts, outside]).group_by("symbol").agg(pl.col("first_file").min())
     return (
         rows.join(firsts, on="symbol", how="inner")
         .filter(pl.col("date") >= pl.col("first_file"))
@@ -196,7 +199,16 @@ def _describe_identity(identity: dict[str, str]) -> str:
 
 
 def _read_partition(path: Path) -> pl.DataFrame:
-    return _check_schema(path, pl.read_parquet)
+    """A partition, refused if it breaks the contract a merge relies on (one row per key)."""
+    rows: pl.DataFrame = _check_schema(path, pl.read_parquet)
+    duplicated = rows.filter(pl.struct(*KEY).is_duplicated())
+    if not duplicated.is_empty():
+        date, symbol = duplicated.row(0)[:2]
+        raise StoreError(
+            f"{path} has {duplicated.height} rows sharing a (date, symbol), e.g. {date} {symbol}: "
+            "restore it with `dvc checkout` or `dvc pull`"
+        )
+    return rows
 
 
 def _check_schema(path: Path, read: Callable[[Path], Any]) -> Any:

@@ -303,3 +303,92 @@ def test_a_checkpoint_is_used_only_for_the_dates_it_was_made_for(project, bucket
         assert run_stage("backfill", backfill.run) == 0
         assert bucket.listed_symbols() == relisted
         assert not Path("data/.backfill.parquet.checkpoint").exists()
+
+
+def files_outside_logs() -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"symbols": ["BTCUSDT",', "symbols.json is not valid JSON (line 1, column 24): fix it"),
+        ('{"symbols": ["A", "B", "A"]}', "symbols.json lists A more than once: remove the copies"),
+        ('{"symbols": ["B", "A"]}', "symbols.json is not sorted: rewrite it with `python -m"),
+        ('{"symbols": ["A", " "]}', "symbols.json has an empty or malformed symbol name: remove"),
+        ('["A"]', 'symbols.json must be an object {"symbols": [...]} with a list of strings'),
+    ],
+)
+@pytest.mark.parametrize(("stage", "body"), STAGES[1:4:2])
+def test_a_hand_broken_symbols_json_stops_the_stage_and_writes_nothing(
+    project, bucket, caplog, stage, body, text, message
+):
+    assert run_all() == [0, 0, 0, 0]
+    Path("symbols.json").write_text(text)
+    set_as_of(project, "2024-06-02")
+    before = files_outside_logs()
+    caplog.clear()
+    assert run_stage(stage, body) == 1
+    assert files_outside_logs() == before
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("probe.workers", "many", "probe.workers must be a whole number (got 'many')"),
+        ("dataset.data_type", "candles", "dataset.data_type must be one of aggTrades,"),
+        ("dataset.start_date", "2024-07-01", "dataset.start_date must be before run.as_of"),
+    ],
+)
+@pytest.mark.parametrize(("stage", "body"), STAGES)
+def test_bad_params_stop_every_stage_before_it_writes_or_requests(
+    project, bucket, caplog, stage, body, key, value, message
+):
+    assert run_all() == [0, 0, 0, 0]
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    section, name = key.split(".")
+    params[section][name] = value
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    before, requests = files_outside_logs(), len(bucket.queries)
+    caplog.clear()
+    assert run_stage(stage, body) == 1
+    assert files_outside_logs() == before and len(bucket.queries) == requests
+    assert message in caplog.text
+
+
+def rewrite_latest_partition(damage: str) -> Path:
+    path = sorted(Path("data/availability").glob("*.parquet"))[-1]
+    rows = pl.read_parquet(path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "schema":
+        rows.drop("etag").write_parquet(path)
+    else:
+        pl.concat([rows, rows.head(2)]).write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "is not a readable Parquet file (ComputeError): restore it with `dvc"),
+        ("schema", "probe_timestamp:Datetime(time_unit='us', time_zone='UTC'), expected date:"),
+        ("duplicates", "has 4 rows sharing a (date, symbol), e.g. 2024-05-01 BTCUSDT: restore"),
+    ],
+)
+def test_a_damaged_partition_stops_update_and_nothing_is_written(
+    project, bucket, caplog, damage, message
+):
+    assert run_all() == [0, 0, 0, 0]
+    path = rewrite_latest_partition(damage)
+    set_as_of(project, "2024-06-02")
+    before, requests = files_outside_logs(), len(bucket.queries)
+    caplog.clear()
+    assert run_stage("update", update.run) == 1
+    assert files_outside_logs() == before
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(str(path)) and message in errors[0]
+    if damage != "duplicates":  # found before any request; duplicates when the month is read
+        assert len(bucket.queries) == requests
