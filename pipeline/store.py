@@ -250,13 +250,19 @@ def _dvc_lock_entry(out: Path, lock: Path = DVC_LOCK) -> dict[str, Any] | None:
 
 
 def write_dataset(
-    merged: pl.DataFrame, dataset: Path, params: DatasetConfig, *, previous: pl.DataFrame
+    merged: pl.DataFrame,
+    dataset: Path,
+    params: DatasetConfig,
+    *,
+    previous: pl.DataFrame,
+    staged: contextlib.ExitStack[Any] | None = None,
 ) -> list[str]:
     """Write the months whose rows differ from `previous`; return those months.
 
     Unchanged months are not rewritten, so their files (and DVC's cache) stay as they were.
     Every changed month is written to a temporary file first and all are renamed into place
-    only once all were written, so a failure leaves the previous dataset as it was.
+    only once all were written, so a failure leaves the previous dataset as it was. With
+    `staged`, the renames wait for that stack to close, with the caller's other writes.
     """
     dataset.mkdir(parents=True, exist_ok=True)
     for leftover in dataset.glob(f".*{TEMPORARY_SUFFIX}"):  # from a run that was killed
@@ -270,19 +276,25 @@ def write_dataset(
         or month not in old_parts
         or not new_parts[month].equals(old_parts[month])
     )
-    with contextlib.ExitStack() as renames:
+    with contextlib.ExitStack() as own:
+        renames = staged if staged is not None else own
         identity_text = json.dumps(params.identity(), indent=2, sort_keys=True) + "\n"
         identity_path = dataset / IDENTITY_FILE
         if not identity_path.exists() or identity_path.read_text(encoding="utf-8") != identity_text:
             renames.enter_context(atomic_path(identity_path)).write_text(identity_text)
         for month in changed:
+            path = partition_path(dataset, month)
             if month in new_parts:
-                tmp = renames.enter_context(atomic_path(partition_path(dataset, month)))
-                _write_frame(new_parts[month], tmp)
-    for month in changed:
-        if month not in new_parts:
-            partition_path(dataset, month).unlink(missing_ok=True)
+                write_frame(new_parts[month], renames.enter_context(atomic_path(path)))
+            else:
+                renames.enter_context(_removed_on_success(path))
     return changed
+
+
+@contextlib.contextmanager
+def _removed_on_success(path: Path) -> Iterator[None]:
+    yield
+    path.unlink(missing_ok=True)
 
 
 def _by_month(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -293,14 +305,18 @@ def _by_month(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
-def write_parquet(rows: pl.DataFrame, path: Path) -> None:
+def write_parquet(
+    rows: pl.DataFrame, path: Path, *, order: tuple[str, ...] = PARTITION_ORDER
+) -> None:
     with atomic_path(path) as tmp:
-        _write_frame(rows, tmp)
+        write_frame(rows, tmp, order=order)
 
 
-def _write_frame(rows: pl.DataFrame, path: Path) -> None:
+def write_frame(
+    rows: pl.DataFrame, path: Path, *, order: tuple[str, ...] = PARTITION_ORDER
+) -> None:
     """Sorted, zstd-compressed, statistics on: unchanged rows give byte-identical files."""
-    rows.sort(*PARTITION_ORDER).write_parquet(
+    rows.sort(*order).write_parquet(
         path, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS
     )
 

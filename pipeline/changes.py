@@ -1,0 +1,133 @@
+"""The change log: every file that appeared late, vanished or was re-uploaded, once each.
+
+History is never rewritten silently. Whenever a run replaces rows the dataset already had,
+the differences are appended to `data/changes.parquet`, one row per (date, symbol) changed:
+
+- appeared: a day recorded without a file now has one (published late, or restored);
+- removed: a day recorded with a file now has none (deleted from the bucket);
+- replaced: the file is there, with another ETag or size (re-uploaded).
+
+New days and new symbols are growth, not changes, and are not logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.store import KEY, StoreError, atomic_path, write_frame
+
+CHANGE_KINDS = ("appeared", "removed", "replaced")
+CHANGES_SCHEMA: dict[str, pl.DataType] = {
+    "detected_at": pl.Datetime("us", "UTC"),
+    "date": pl.Date(),
+    "symbol": pl.String(),
+    "kind": pl.Enum(CHANGE_KINDS),
+    "old_size": pl.Int64(),
+    "new_size": pl.Int64(),
+    "old_etag": pl.String(),
+    "new_etag": pl.String(),
+}
+LOG_ORDER = ("detected_at", "symbol", "date")
+_FILE = ("available", "file_size_bytes", "etag")
+
+
+def detect_changes(
+    previous: pl.DataFrame,
+    merged: pl.DataFrame,
+    *,
+    known_through: dt.date | None,
+    detected_at: dt.datetime,
+) -> pl.DataFrame:
+    """What `merged` changes of `previous` (rows of the same months), as change-log rows.
+
+    `known_through` is the dataset's last date before the run: a key `previous` lacks is a
+    change only if it lies within the known history of a symbol `previous` has (a file found
+    before the symbol's recorded first file); later days are new.
+    """
+    old = previous.select(*KEY, *_FILE)
+    new = merged.select(*KEY, *_FILE)
+    known_symbols = old.select("symbol").unique()
+    added = (
+        new.join(old, on=list(KEY), how="anti")
+        .join(known_symbols, on="symbol", how="semi")
+        .filter(pl.col("date") <= (known_through or dt.date.min))
+        .with_columns(pl.lit(False).alias("available_old"))
+    )
+    pairs = pl.concat(
+        [
+            old.join(new, on=list(KEY), how="left", suffix="_new").rename(
+                {name: f"{name}_old" for name in _FILE}
+            ),
+            added.rename({name: f"{name}_new" for name in _FILE}).with_columns(
+                pl.lit(None, dtype=pl.Int64).alias("file_size_bytes_old"),
+                pl.lit(None, dtype=pl.String).alias("etag_old"),
+            ),
+        ],
+        how="diagonal",
+    )
+    was, now = pl.col("available_old"), pl.col("available_new").fill_null(False)
+    kind = (
+        pl.when(~was & now)
+        .then(pl.lit("appeared"))
+        .when(was & ~now)
+        .then(pl.lit("removed"))
+        .when(
+            was
+            & now
+            & (
+                pl.col("etag_old").ne_missing(pl.col("etag_new"))
+                | pl.col("file_size_bytes_old").ne_missing(pl.col("file_size_bytes_new"))
+            )
+        )
+        .then(pl.lit("replaced"))
+    )
+    return (
+        pairs.with_columns(kind=kind.cast(CHANGES_SCHEMA["kind"]))
+        .drop_nulls("kind")
+        .select(
+            pl.lit(detected_at, dtype=CHANGES_SCHEMA["detected_at"]).alias("detected_at"),
+            *KEY,
+            "kind",
+            old_size=pl.col("file_size_bytes_old"),
+            new_size=pl.col("file_size_bytes_new"),
+            old_etag=pl.col("etag_old"),
+            new_etag=pl.col("etag_new"),
+        )
+        .sort(*KEY)
+    )
+
+
+def read_changes(path: Path) -> pl.DataFrame:
+    """The change log; empty if no change was ever found."""
+    if not path.exists():
+        return pl.DataFrame(schema=CHANGES_SCHEMA)
+    try:
+        log = pl.read_parquet(path)
+    except Exception:  # polars raises several types for a damaged file
+        raise StoreError(
+            f"{path} is not a readable Parquet file: restore it with `dvc checkout`"
+        ) from None
+    if dict(log.schema) != CHANGES_SCHEMA:
+        raise StoreError(
+            f"{path} is not a change log of this version: restore it with `dvc checkout`"
+        )
+    return log
+
+
+def append_changes(path: Path, changes: pl.DataFrame, *, staged: contextlib.ExitStack[Any]) -> int:
+    """Append `changes` to the log, renamed into place when `staged` closes; return the count.
+
+    The caller stages the dataset's own writes on the same stack, so a change is logged
+    exactly when the dataset takes it: a failed run logs nothing and a rerun finds it again.
+    """
+    if changes.is_empty():
+        return 0
+    log = pl.concat([read_changes(path), changes.select(list(CHANGES_SCHEMA))])
+    # A run logs a key at most once, so this order is total: the same log, the same bytes.
+    write_frame(log, staged.enter_context(atomic_path(path)), order=LOG_ORDER)
+    return changes.height
