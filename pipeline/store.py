@@ -116,7 +116,7 @@ def summarize(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) ->
     (a fresh clone, a CI runner, an interrupted checkout): that would silently truncate
     history. Nor is a dataset of other params merged into: that would mix two datasets.
     """
-    files = _checked_files(dataset, params, lock)
+    files = checked_files(dataset, params, lock=lock)
     if not files:
         return Summary(
             symbols=set(),
@@ -145,7 +145,8 @@ def read_months(dataset: Path, months: Iterable[str]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical") if frames else empty()
 
 
-def _checked_files(dataset: Path, params: DatasetConfig, lock: Path) -> list[Path]:
+def checked_files(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> list[Path]:
+    """The partitions, once the dataset is known to be whole, ours and of our schema."""
     files = partition_files(dataset)
     _check_complete(dataset, files, lock)
     if files:
@@ -330,6 +331,11 @@ def read_probe_file(path: Path) -> pl.DataFrame:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, value: object) -> None:
+    """Canonical JSON (sorted keys, UTF-8): unchanged values give unchanged bytes."""
+    write_text(path, json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
