@@ -2,19 +2,25 @@
 
 Each symbol's listing is checkpointed as soon as it is complete, so a killed backfill resumes
 where it stopped: the rerun lists only the symbols not finished yet.
+
+With `--symbols` or `--since/--until` it is instead an operator's repair (pipeline/repair.py):
+those symbols (or all) over those dates (or all) are listed again and merged into the dataset.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import partial
 
 import polars as pl
 
 from pipeline.checkpoint import PROBED_AT, Checkpoint, Resumed
 from pipeline.config import Config
 from pipeline.prober import ProbeRange, probe, to_rows
+from pipeline.repair import run_repair
 from pipeline.stage import main
 from pipeline.store import empty, write_parquet
 from pipeline.symbols import preview, read_gaps
@@ -88,5 +94,60 @@ def run(config: Config) -> None:
     )
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.backfill",
+        description=(
+            "Without options: the DVC stage (backfill the symbols in data/gaps.json). "
+            "With options: list chosen symbols and dates again and merge them into the dataset."
+        ),
+        epilog=(
+            "examples: --symbols NEWUSDT,OTHERUSDT (their whole history); "
+            "--since 2024-05-01 --until 2024-05-03 (every symbol, after an outage)"
+        ),
+    )
+    parser.add_argument(
+        "--symbols",
+        type=_names,
+        metavar="A,B",
+        help="comma-separated symbols (default with --since: every symbol)",
+    )
+    parser.add_argument(
+        "--since", type=_date, metavar="DATE", help="first date to list (default: start_date)"
+    )
+    parser.add_argument(
+        "--until", type=_date, metavar="DATE", help="last date to list (default: as_of - 1)"
+    )
+    args = parser.parse_args(argv)
+    if args.until and not args.since and not args.symbols:
+        parser.error("--until needs --since or --symbols")
+    return args
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty symbol name in {text!r}")
+    return names
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date like 2024-05-01: {text!r}") from None
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.symbols is None and args.since is None and args.until is None:
+        main("backfill", run)
+    what = "targeted backfill" if args.since is None and args.until is None else "re-probe"
+    repair = partial(
+        run_repair, what=what, symbols=args.symbols, since=args.since, until=args.until
+    )
+    main("backfill", repair)
+
+
 if __name__ == "__main__":
-    main("backfill", run)
+    cli()

@@ -5,7 +5,7 @@ the differences are appended to `data/changes.parquet`, one row per (date, symbo
 
 - appeared: a day recorded without a file now has one (published late, or restored);
 - removed: a day recorded with a file now has none (deleted from the bucket);
-- replaced: the file is there, with another ETag or size (re-uploaded).
+- replaced: the file is there, with another ETag, size or Last-Modified (re-uploaded).
 
 New days and new symbols are growth, not changes, and are not logged.
 """
@@ -31,9 +31,12 @@ CHANGES_SCHEMA: dict[str, pl.DataType] = {
     "new_size": pl.Int64(),
     "old_etag": pl.String(),
     "new_etag": pl.String(),
+    "old_last_modified": pl.Datetime("us", "UTC"),
+    "new_last_modified": pl.Datetime("us", "UTC"),
 }
 LOG_ORDER = ("detected_at", "symbol", "date")
-_FILE = ("available", "file_size_bytes", "etag")
+FILE_STATE = ("available", "file_size_bytes", "etag", "last_modified")
+"""What a row says of its file; a row whose state differs from the dataset's is a change."""
 
 
 def detect_changes(
@@ -49,8 +52,8 @@ def detect_changes(
     change only if it lies within the known history of a symbol `previous` has (a file found
     before the symbol's recorded first file); later days are new.
     """
-    old = previous.select(*KEY, *_FILE)
-    new = merged.select(*KEY, *_FILE)
+    old = previous.select(*KEY, *FILE_STATE)
+    new = merged.select(*KEY, *FILE_STATE)
     known_symbols = old.select("symbol").unique()
     added = (
         new.join(old, on=list(KEY), how="anti")
@@ -61,12 +64,9 @@ def detect_changes(
     pairs = pl.concat(
         [
             old.join(new, on=list(KEY), how="left", suffix="_new").rename(
-                {name: f"{name}_old" for name in _FILE}
+                {name: f"{name}_old" for name in FILE_STATE}
             ),
-            added.rename({name: f"{name}_new" for name in _FILE}).with_columns(
-                pl.lit(None, dtype=pl.Int64).alias("file_size_bytes_old"),
-                pl.lit(None, dtype=pl.String).alias("etag_old"),
-            ),
+            added.rename({name: f"{name}_new" for name in FILE_STATE}),
         ],
         how="diagonal",
     )
@@ -76,14 +76,7 @@ def detect_changes(
         .then(pl.lit("appeared"))
         .when(was & ~now)
         .then(pl.lit("removed"))
-        .when(
-            was
-            & now
-            & (
-                pl.col("etag_old").ne_missing(pl.col("etag_new"))
-                | pl.col("file_size_bytes_old").ne_missing(pl.col("file_size_bytes_new"))
-            )
-        )
+        .when(was & now & differs("file_size_bytes", "etag", "last_modified"))
         .then(pl.lit("replaced"))
     )
     return (
@@ -97,9 +90,16 @@ def detect_changes(
             new_size=pl.col("file_size_bytes_new"),
             old_etag=pl.col("etag_old"),
             new_etag=pl.col("etag_new"),
+            old_last_modified=pl.col("last_modified_old"),
+            new_last_modified=pl.col("last_modified_new"),
         )
         .sort(*KEY)
     )
+
+
+def differs(*columns: str, old: str = "_old", new: str = "_new") -> pl.Expr:
+    """Whether any of `columns` differs (nulls included) between its two suffixed copies."""
+    return pl.any_horizontal(pl.col(f"{c}{old}").ne_missing(pl.col(f"{c}{new}")) for c in columns)
 
 
 def read_changes(path: Path) -> pl.DataFrame:

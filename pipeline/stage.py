@@ -17,7 +17,7 @@ FALLBACK_LOG = Path("logs/pipeline.log")
 
 
 def run_stage(
-    name: str, body: Callable[[Config], None], *, params: Path = Path("params.yaml")
+    name: str, body: Callable[[Config], object], *, params: Path = Path("params.yaml")
 ) -> int:
     """Run `body` with the validated params; turn a PipelineError into one line and exit 1."""
     setup_logging(name, FALLBACK_LOG)
@@ -43,5 +43,5 @@ def run_stage(
     return 0
 
 
-def main(name: str, body: Callable[[Config], None]) -> None:
+def main(name: str, body: Callable[[Config], object]) -> None:
     sys.exit(run_stage(name, body))

@@ -25,6 +25,7 @@ class FakeBucket:
         self.failure: tuple[int, str] | None = None
         # Symbols whose listings fail (HTTP 500), as one broken folder would.
         self.failing_symbols: set[str] = set()
+        self.sizes: dict[str, int] = {}  # keys re-uploaded with another size
 
     def add_days(self, symbol: str, first: str, last: str, *, skip: tuple[str, ...] = ()) -> None:
         day, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
@@ -34,6 +35,13 @@ class FakeBucket:
                 self.keys += [name, name + ".CHECKSUM"]
             day += dt.timedelta(days=1)
         self.keys.sort()
+
+    def key(self, symbol: str, day: str) -> str:
+        return LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip"
+
+    def remove_day(self, symbol: str, day: str) -> None:
+        self.keys.remove(self.key(symbol, day))
+        self.keys.remove(self.key(symbol, day) + ".CHECKSUM")
 
     def register(self, mock: responses.RequestsMock | None = None) -> None:
         (mock or responses).add_callback(responses.GET, self.url + "/", callback=self._answer)
@@ -80,5 +88,6 @@ class FakeBucket:
         start = bisect.bisect_right(self.keys, after)
         matching = [k for k in self.keys[start : start + 1001] if k.startswith(prefix)]
         page, more = matching[:1000], len(matching) > 1000
-        body = listing(page, prefix=prefix, truncated=more, token=page[-1] if more else None)
+        token = page[-1] if more else None
+        body = listing(page, prefix=prefix, truncated=more, token=token, sizes=self.sizes)
         return 200, {"Content-Type": "application/xml"}, body

@@ -16,7 +16,7 @@ def changes_of(previous: pl.DataFrame, merged: pl.DataFrame, through: str = "202
     found = detect_changes(previous, merged, known_through=D(through), detected_at=NOW)
     assert dict(found.schema) == CHANGES_SCHEMA
     assert found["detected_at"].to_list() == [NOW] * found.height
-    return found.drop("detected_at").rows()
+    return found.drop("detected_at", "old_last_modified", "new_last_modified").rows()
 
 
 def test_each_kind_of_change_is_one_row_with_old_and_new_file():
@@ -39,6 +39,17 @@ def test_each_kind_of_change_is_one_row_with_old_and_new_file():
         (D("2024-01-03"), "A", "removed", 100, None, "e", None),
         (D("2024-01-04"), "A", "replaced", 100, 120, "old", "new"),
     ]
+
+
+def test_a_reupload_with_the_same_bytes_is_a_replacement_with_both_timestamps():
+    previous = frame(row("2019-09-25", "A", etag="same"))
+    reuploaded = dt.datetime(2022, 3, 1, tzinfo=dt.UTC)
+    merged = previous.with_columns(last_modified=pl.lit(reuploaded))
+    found = detect_changes(previous, merged, known_through=D("2019-09-25"), detected_at=NOW)
+    assert found.select("kind", "old_etag", "new_etag", "new_last_modified").rows() == [
+        ("replaced", "same", "same", reuploaded)
+    ]
+    assert found["old_last_modified"].to_list() == previous["last_modified"].to_list()
 
 
 def test_new_days_and_new_symbols_are_growth_not_changes():
