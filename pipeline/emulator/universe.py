@@ -48,6 +48,7 @@ _SHA256_HEX_LEN = 64
 _KEY_HASHER = hashlib.blake2b(digest_size=20, person=b"vision-meta")
 # A .CHECKSUM is uploaded right after its zip.
 _CHECKSUM_LAG = timedelta(seconds=1)
+_REUPLOAD_HOUR = timedelta(hours=3)
 
 Span = tuple[date, date | None]
 
@@ -85,6 +86,8 @@ class SymbolSpec:
     spans: tuple[Span, ...]
     missing: frozenset[date] = frozenset()
     late: Mapping[date, date] = field(default_factory=dict)
+    reuploaded: Mapping[date, date] = field(default_factory=dict)
+    """Days whose zip was uploaded again (new bytes, ETag and time), and on which date."""
 
     @classmethod
     def build(
@@ -92,6 +95,7 @@ class SymbolSpec:
         spans: Iterable[Sequence[date | str | None]],
         missing: Iterable[date | str] = (),
         late: Mapping[date | str, date | str] | None = None,
+        reuploaded: Mapping[date | str, date | str] | None = None,
     ) -> SymbolSpec:
         """Accept ISO strings or dates, so that tests and JSON share one constructor."""
         parsed: list[Span] = []
@@ -102,11 +106,11 @@ class SymbolSpec:
             if end is not None and end < start:
                 raise ValueError(f"span ends before it starts: {start}..{end}")
             parsed.append((start, end))
-        late_days = {_as_date(day): _as_date(shown) for day, shown in (late or {}).items()}
         return cls(
             spans=tuple(sorted(parsed)),
             missing=frozenset(_as_date(day) for day in missing),
-            late=dict(sorted(late_days.items())),
+            late=_day_map(late),
+            reuploaded=_day_map(reuploaded),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,9 +119,14 @@ class SymbolSpec:
         }
         if self.missing:
             out["missing"] = [day.isoformat() for day in sorted(self.missing)]
-        if self.late:
-            out["late"] = {day.isoformat(): shown.isoformat() for day, shown in self.late.items()}
+        for name in ("late", "reuploaded"):
+            if days := getattr(self, name):
+                out[name] = {day.isoformat(): when.isoformat() for day, when in days.items()}
         return out
+
+    def reuploads_seen(self, today: date) -> dict[int, date]:
+        """Ordinals of the days whose re-upload has happened by `today`, and when it did."""
+        return {day.toordinal(): on for day, on in self.reuploaded.items() if on <= today}
 
     def visible_ordinals(self, today: date) -> array[int]:
         """Sorted ordinals of the days whose file can be seen on `today`."""
@@ -139,6 +148,10 @@ def _json(value: Any) -> str:
 
 def _strictly_increasing(days: array[int]) -> bool:
     return all(a < b for a, b in pairwise(days))
+
+
+def _day_map(days: Mapping[date | str, date | str] | None) -> dict[date, date]:
+    return dict(sorted((_as_date(day), _as_date(when)) for day, when in (days or {}).items()))
 
 
 @lru_cache(maxsize=1 << 14)
@@ -174,17 +187,22 @@ def _published(day: int, zip_key_bytes: bytes) -> int:
     return day_end + _PUBLISH_MIN_DELAY_S + (bits >> 10) % _PUBLISH_DELAY_RANGE_S
 
 
-def object_meta(key: str) -> ObjectMeta:
+def object_meta(key: str, *, reuploaded_on: date | None = None) -> ObjectMeta:
     """Size, ETag and Last-Modified of a daily file or its .CHECKSUM, derived from the key.
 
-    A .CHECKSUM is published a second after its zip, and its size is that of its body.
-    Raises ValueError for a key that is not a daily file.
+    A .CHECKSUM is published a second after its zip, and its size is that of its body. A zip
+    re-uploaded on `reuploaded_on` has other bytes (size and ETag) and that day's time; its
+    .CHECKSUM is left as it was. Raises ValueError for a key that is not a daily file.
     """
     zip_key = key.removesuffix(CHECKSUM_SUFFIX)
     if not zip_key.endswith(ZIP_SUFFIX):
         raise ValueError(f"not a daily file: {key!r}")
     day = date.fromisoformat(zip_key[-len(ZIP_SUFFIX) - 10 : -len(ZIP_SUFFIX)]).toordinal()
     zip_key_bytes = zip_key.encode()
+    if zip_key == key and reuploaded_on is not None:
+        raw = _hash(zip_key_bytes + b"@" + reuploaded_on.isoformat().encode())
+        when = datetime.combine(reuploaded_on, datetime.min.time(), UTC) + _REUPLOAD_HOUR
+        return ObjectMeta(_zip_size(raw), raw[:16].hex(), when)
     published = datetime.fromtimestamp(_published(day, zip_key_bytes), UTC)
     if zip_key == key:
         raw = _hash(zip_key_bytes)
@@ -197,12 +215,15 @@ def object_meta(key: str) -> ObjectMeta:
 class _Folder:
     """One (symbol, interval) folder: a lazy, sorted sequence of its keys."""
 
-    __slots__ = ("checksum_size", "days", "path", "stem")
+    __slots__ = ("checksum_size", "days", "path", "reuploads", "stem")
 
-    def __init__(self, path: str, stem: str, days: array[int]) -> None:
+    def __init__(
+        self, path: str, stem: str, days: array[int], reuploads: Mapping[int, date]
+    ) -> None:
         self.path = path
         self.stem = stem
         self.days = days
+        self.reuploads = reuploads
         # Every zip name in a folder has the same length: `{stem}YYYY-MM-DD.zip`.
         name_bytes = len(stem[len(path) :].encode()) + len("YYYY-MM-DD") + len(ZIP_SUFFIX)
         self.checksum_size = _checksum_size(name_bytes)
@@ -212,6 +233,10 @@ class _Folder:
 
     def __getitem__(self, i: int) -> str:
         return self.stem + _iso(self.days[i >> 1]) + _DAY_SUFFIXES[i & 1]
+
+    def meta(self, key: str) -> ObjectMeta:
+        day = date.fromisoformat(key[len(self.stem) : len(self.stem) + 10]).toordinal()
+        return object_meta(key, reuploaded_on=self.reuploads.get(day))
 
 
 class _KeySpace:
@@ -256,6 +281,7 @@ class _Index:
                 path=f"{root}{name}/{interval}/",
                 stem=f"{root}{name}/{interval}/{name}-{interval}-",
                 days=days,
+                reuploads=universe.specs[name].reuploads_seen(universe.today),
             )
             for name, days in visible.items()
             for interval in universe.intervals
@@ -337,6 +363,11 @@ def _folder_keys(folder: _Folder, i: int) -> Iterator[tuple[str, ObjectMeta | No
     for day in days[i >> 1 :]:
         base = stem + _iso(day)
         zip_key = base + zip_suffix
+        if day in folder.reuploads:
+            yield zip_key, folder.meta(zip_key)
+            checksum_key = base + checksum_suffix
+            yield checksum_key, object_meta(checksum_key)
+            continue
         zip_key_bytes = zip_key.encode()
         raw = _hash(zip_key_bytes)
         published = datetime.fromtimestamp(_published(day, zip_key_bytes), UTC)
@@ -357,7 +388,7 @@ def _folder_entries(
             return
         cut = key.find(delimiter, len(prefix)) if delimiter else -1
         if cut < 0:
-            yield key, object_meta(key)
+            yield key, folder.meta(key)
             i += 1
             continue
         common = key[: cut + len(delimiter or "")]
@@ -391,7 +422,12 @@ class Universe:
             return cls(
                 today=_as_date(d["today"]),
                 specs={
-                    name: SymbolSpec.build(spec["spans"], spec.get("missing", ()), spec.get("late"))
+                    name: SymbolSpec.build(
+                        spec["spans"],
+                        spec.get("missing", ()),
+                        spec.get("late"),
+                        spec.get("reuploaded"),
+                    )
                     for name, spec in symbols.items()
                 },
                 market=d.get("market", "um"),
@@ -447,6 +483,17 @@ class Universe:
         """Add `name`, or replace its whole history."""
         specs = {**self.specs, name: SymbolSpec.build(spans, missing, late)}
         return replace(self, specs=specs)
+
+    def with_reupload(self, symbol: str, d: date | str, on: date | str) -> Universe:
+        """Upload one day's zip of `symbol` again on date `on` (KeyError for an unknown symbol)."""
+        spec = self.specs[symbol]
+        reuploaded = _day_map({**spec.reuploaded, _as_date(d): _as_date(on)})
+        return replace(self, specs={**self.specs, symbol: replace(spec, reuploaded=reuploaded)})
+
+    def meta(self, key: str) -> ObjectMeta:
+        """`object_meta` of a key as this universe lists it (re-uploads included)."""
+        folder = self._index.by_path.get(key.rpartition("/")[0] + "/")
+        return folder.meta(key) if folder is not None else object_meta(key)
 
     def without_file(self, symbol: str, d: date | str) -> Universe:
         """Mark one day of `symbol` as missing (KeyError for an unknown symbol)."""
