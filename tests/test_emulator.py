@@ -7,7 +7,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +35,8 @@ from pipeline.emulator import (
     object_body,
     object_meta,
 )
+from pipeline.emulator.process import EmulatorProcess
+from pipeline.emulator.server import FAULTS, PREFIX_FAULTS
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 ROOT = "data/futures/um/daily/klines/"
@@ -652,7 +656,7 @@ def test_counters_count_s3_requests_only(emulator: Emulator, http: requests.Sess
         "requests": 4,
         "by_kind": {"list": 2, "head": 1, "get": 1},
         "by_prefix": {folder("BTCUSDT"): 2, folder("ETHUSDT"): 2},
-        "faults": {"slowdown": 0, "reset": 0, "malformed": 0},
+        "faults": dict.fromkeys(FAULTS, 0),
     }
     assert http.head(f"{emulator.url}/_emulator/counters").status_code == 404  # no body sent
     assert http.get(f"{emulator.url}/_emulator/knobs").json() == Knobs().to_dict()
@@ -696,16 +700,154 @@ def test_fault_rates_are_seeded(emulator: Emulator, http: requests.Session) -> N
 
 
 def test_malformed_knob_cuts_the_xml(emulator: Emulator, http: requests.Session) -> None:
-    knobs = {"malformed_prefixes": [folder("ETHUSDT")]}
+    knobs = {"prefix_faults": {folder("ETHUSDT"): "malformed"}}
     assert http.put(f"{emulator.url}/_emulator/knobs", json=knobs).status_code == 200
-    assert emulator.knobs == Knobs(malformed_prefixes=(folder("ETHUSDT"),))
+    assert emulator.knobs == Knobs(prefix_faults={folder("ETHUSDT"): "malformed"})
     broken = http.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")})
     assert broken.status_code == 200
+    assert broken.headers["Content-Type"] == "application/xml"
     with pytest.raises(ET.ParseError):
         ET.fromstring(broken.content)
     assert get_page(http, emulator, prefix=folder("BTCUSDT")).keys  # other prefixes are fine
     assert emulator.counters()["faults"]["malformed"] == 1
     assert http.put(f"{emulator.url}/_emulator/knobs", json={"bogus": 1}).status_code == 400
+
+
+def test_error_document_knob_answers_200_with_an_s3_error(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): "error_document"}))
+    response = http.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/xml"
+    error = ET.fromstring(response.content)
+    assert (error.tag, error.findtext("Code")) == ("Error", "InternalError")
+    assert error.findtext("RequestId") == response.headers["x-amz-request-id"]
+    assert emulator.counters()["faults"]["error_document"] == 1
+
+
+def test_truncated_knob_promises_the_page_and_closes_halfway(emulator: Emulator) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): "truncated"}))
+    request = f"GET /data.binance.vision?prefix={quote(folder('ETHUSDT'), safe='')} HTTP/1.1"
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as raw:
+        raw.sendall(f"{request}\r\nHost: emulator\r\n\r\n".encode())
+        received = b""
+        while chunk := raw.recv(65536):  # ends when the server closes the connection
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    promised = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert 0 < len(body) == promised // 2
+    emulator.set_knobs(Knobs())
+    whole = requests.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")}, timeout=5)
+    assert len(whole.content) == promised and whole.content.startswith(body)
+
+
+def test_truncated_knob_breaks_a_client_midway(emulator: Emulator, http: requests.Session) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): "truncated"}))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        http.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")}, timeout=5)
+    assert emulator.counters()["faults"]["truncated"] == 1
+    assert get_page(http, emulator, prefix=folder("BTCUSDT")).keys  # a new connection works
+
+
+def test_html_knob_answers_a_portal_page(emulator: Emulator, http: requests.Session) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={ROOT: "html"}))
+    response = http.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.text.startswith("<!DOCTYPE html>")
+    assert emulator.counters()["faults"]["html"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [("slowdown", 503, "SlowDown"), ("internal_error", 500, "InternalError")],
+)
+def test_status_knobs_fail_every_request_of_the_prefix(
+    emulator: Emulator, http: requests.Session, fault: str, status: int, code: str
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): fault}))
+    for _ in range(3):
+        response = http.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")})
+        assert response.status_code == status
+        assert ET.fromstring(response.content).findtext("Code") == code
+    assert get_page(http, emulator, prefix=folder("BTCUSDT")).keys
+    faults = emulator.counters()["faults"]
+    assert faults == {name: 3 if name == fault else 0 for name in FAULTS}
+
+
+def test_the_longest_faulted_prefix_wins(emulator: Emulator, http: requests.Session) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={ROOT: "internal_error", folder("ETHUSDT"): "html"}))
+
+    def status(prefix: str) -> tuple[int, str]:
+        response = http.get(emulator.listing_url, params={"prefix": prefix})
+        return response.status_code, response.headers["Content-Type"]
+
+    assert status(folder("ETHUSDT")) == (200, "text/html; charset=utf-8")
+    assert status(folder("BTCUSDT")) == (500, "application/xml")
+    assert status(ROOT) == (500, "application/xml")
+    assert status("data/futures/") == (200, "application/xml")
+    # Objects are never prefix-faulted: only listings are.
+    assert http.head(f"{emulator.url}/{zip_key('ETHUSDT', '2021-05-05')}").status_code == 200
+
+
+@pytest.mark.parametrize(("retry_after", "header"), [(0, "0"), (7, "7"), (None, None)])
+def test_retry_after_knob_sets_the_slowdown_header(
+    emulator: Emulator,
+    http: requests.Session,
+    retry_after: int | None,
+    header: str | None,
+) -> None:
+    emulator.set_knobs(Knobs(slowdown_rate=1.0, retry_after_s=retry_after))
+    random_fault = http.get(emulator.listing_url, params={"prefix": ROOT})
+    emulator.set_knobs(Knobs(retry_after_s=retry_after, prefix_faults={ROOT: "slowdown"}))
+    prefix_fault = http.get(emulator.listing_url, params={"prefix": ROOT})
+    for response in (random_fault, prefix_fault):
+        assert response.status_code == 503
+        assert response.headers.get("Retry-After") == header
+
+
+def test_knobs_round_trip_through_the_control_endpoint(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    knobs = Knobs(
+        latency_ms=1.5,
+        slowdown_rate=0.1,
+        reset_rate=0.02,
+        retry_after_s=None,
+        prefix_faults={ROOT: "truncated", folder("币安人生USDT"): "error_document"},
+        seed=3,
+    )
+    assert http.put(f"{emulator.url}/_emulator/knobs", json=knobs.to_dict()).status_code == 200
+    served = http.get(f"{emulator.url}/_emulator/knobs").json()
+    assert served == knobs.to_dict() == json.loads(json.dumps(knobs.to_dict()))
+    assert Knobs.from_dict(served) == knobs == emulator.knobs
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"prefix_faults": {ROOT: "meltdown"}},
+        {"retry_after_s": 1.5},
+        {"retry_after_s": -1},
+        {"retry_after_s": True},
+        {"slowdown_rate": 0.6, "reset_rate": 0.6},
+    ],
+)
+def test_bad_knobs_answer_400_and_leave_the_knobs_alone(
+    emulator: Emulator, http: requests.Session, knobs: dict
+) -> None:
+    response = http.put(f"{emulator.url}/_emulator/knobs", json=knobs)
+    assert response.status_code == 400 and response.json()["error"]
+    assert emulator.knobs == Knobs()
+
+
+def test_knobs_cannot_be_changed_in_place() -> None:
+    knobs = Knobs(prefix_faults={ROOT: "html"})
+    with pytest.raises(TypeError):
+        knobs.prefix_faults[ROOT] = "slowdown"  # type: ignore[index]
+    assert set(PREFIX_FAULTS) <= set(FAULTS)
 
 
 def test_latency_knob_delays_s3_requests(emulator: Emulator, http: requests.Session) -> None:
@@ -795,3 +937,26 @@ def test_cli_serve_writes_its_port_and_stops_on_sigterm(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_emulator_process_serves_its_knobs_from_the_command_line(universe: Universe) -> None:
+    knobs = Knobs(
+        latency_ms=1,
+        retry_after_s=None,
+        prefix_faults={folder("ETHUSDT"): "html", folder("币安人生USDT"): "slowdown"},
+        seed=5,
+    )
+    with EmulatorProcess(universe, knobs) as process, requests.Session() as http:
+        served = Knobs.from_dict(http.get(f"{process.url}/_emulator/knobs", timeout=10).json())
+        throttled = http.get(process.listing_url, params={"prefix": folder("币安人生USDT")})
+    assert served == knobs
+    assert throttled.status_code == 503 and "Retry-After" not in throttled.headers
+
+
+@pytest.mark.parametrize(
+    "flag", [("--fault", "data/=meltdown"), ("--fault", "data/"), ("--retry-after", "1.5")]
+)
+def test_cli_serve_rejects_bad_fault_flags(tmp_path: Path, flag: tuple[str, str]) -> None:
+    done = run_cli("serve", "--universe", str(tmp_path / "u.json"), *flag)
+    assert done.returncode == 2
+    assert flag[0] in done.stderr

@@ -15,7 +15,7 @@ from pipeline.emulator.generate import (
     generate_universe,
     load_reference,
 )
-from pipeline.emulator.server import Emulator, Knobs
+from pipeline.emulator.server import PREFIX_FAULTS, Emulator, Knobs
 from pipeline.emulator.universe import Universe
 
 
@@ -49,11 +49,20 @@ def _parser() -> argparse.ArgumentParser:
         "--reset-rate", type=float, default=0.0, help="fraction whose connection is reset"
     )
     serve.add_argument(
-        "--malformed-prefix",
+        "--retry-after",
+        type=_retry_after,
+        default=0,
+        metavar="SECONDS",
+        help="Retry-After of a 503 SlowDown, in whole seconds, or 'none' (default: 0)",
+    )
+    serve.add_argument(
+        "--fault",
         action="append",
+        type=_prefix_fault,
         default=[],
-        metavar="PREFIX",
-        help="listings of prefixes starting with PREFIX get broken XML (repeatable)",
+        metavar="PREFIX=KIND",
+        help=f"listings of prefixes starting with PREFIX always get KIND, one of "
+        f"{', '.join(PREFIX_FAULTS)} (repeatable)",
     )
     serve.add_argument("--seed", type=int, default=0, help="seed of the fault generator")
     serve.set_defaults(run=_serve)
@@ -88,12 +97,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _retry_after(text: str) -> int | None:
+    if text == "none":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not whole seconds or 'none': {text!r}")
+    return int(text)
+
+
+def _prefix_fault(text: str) -> tuple[str, str]:
+    prefix, equals, kind = text.rpartition("=")
+    if not equals or kind not in PREFIX_FAULTS:
+        raise argparse.ArgumentTypeError(
+            f"expected PREFIX=KIND with KIND one of {', '.join(PREFIX_FAULTS)}: {text!r}"
+        )
+    return prefix, kind
+
+
 def _serve(args: argparse.Namespace) -> int:
     knobs = Knobs(
         latency_ms=args.latency_ms,
         slowdown_rate=args.slowdown_rate,
         reset_rate=args.reset_rate,
-        malformed_prefixes=tuple(args.malformed_prefix),
+        retry_after_s=args.retry_after,
+        prefix_faults=dict(args.fault),
         seed=args.seed,
     )
     stop = threading.Event()

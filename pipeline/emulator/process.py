@@ -34,9 +34,10 @@ class EmulatorProcess:
             *("--universe", str(folder / "universe.json"), "--port-file", str(folder / "port")),
             *("--latency-ms", str(knobs.latency_ms), "--seed", str(knobs.seed)),
             *("--slowdown-rate", str(knobs.slowdown_rate), "--reset-rate", str(knobs.reset_rate)),
+            *("--retry-after", "none" if knobs.retry_after_s is None else str(knobs.retry_after_s)),
         ]
-        for prefix in knobs.malformed_prefixes:
-            command += ["--malformed-prefix", prefix]
+        for prefix, kind in knobs.prefix_faults.items():
+            command += ["--fault", f"{prefix}={kind}"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self._wait_for_port(folder / 'port')}"
         self.listing_url = f"{self.url}/{BUCKET}"

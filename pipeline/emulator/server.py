@@ -2,10 +2,12 @@
 
 It answers what the pipeline asks of Binance Vision: ListObjects V1 and V2 on the path-style
 bucket `/data.binance.vision`, and HEAD/GET of a key both there and at `/<key>` (the shape of a
-download URL). Knobs inject the failures real S3 produces (latency, 503 SlowDown, connection
-resets, unreadable 200s) so retry logic can be tested; counters let tests assert how many
-requests a stage made. Everything under `/_emulator/` is control: never delayed, faulted or
-counted.
+download URL). Knobs inject the failures real S3 and the networks in front of it produce:
+transient ones at random (503 SlowDown, connection resets) and permanent ones for chosen
+prefixes (an S3 error document or broken XML with status 200, a body cut short, an HTML page,
+a 503 or a 500 every time), so retry logic and error messages can be tested; counters let tests
+assert how many requests a stage made and how many faults it met. Everything under
+`/_emulator/` is control: never delayed, faulted or counted.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 from xml.sax.saxutils import escape
@@ -46,13 +49,26 @@ MAX_KEYS = 1000
 BUCKET_PATH = "/" + BUCKET
 CONTROL_PATH = "/_emulator/"
 KINDS = ("list", "head", "get")
-FAULTS = ("slowdown", "reset", "malformed")
+# What a listing under a faulted prefix answers, every time:
+#   malformed       200, application/xml, the ListBucketResult cut in half
+#   error_document  200, application/xml, an S3 <Error> document (InternalError)
+#   truncated       200, Content-Length of the whole page, the connection closed halfway through
+#   html            200, text/html: a captive portal's or a CDN's error page
+#   slowdown        503 SlowDown (with the Retry-After knob)
+#   internal_error  500 InternalError
+PREFIX_FAULTS = ("malformed", "error_document", "truncated", "html", "slowdown", "internal_error")
+# Counted by what was answered: a random 503 and a prefix's 503 are both a "slowdown".
+FAULTS = ("slowdown", "reset", "malformed", "error_document", "truncated", "html", "internal_error")
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _TOKEN_TAG = b"emulator-v1:"
 _XML_ENTITIES = {'"': "&quot;"}
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~/-]*")
 # How often the serving loop checks for stop(): short, so test fixtures tear down quickly.
 _SHUTDOWN_POLL_S = 0.02
+_PORTAL_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Network login</title></head>"
+    b"<body><h1>Please sign in to continue</h1></body></html>\n"
+)
 
 
 @dataclass(frozen=True)
@@ -60,14 +76,17 @@ class Knobs:
     """Faults to inject into counted requests; the defaults inject none.
 
     `slowdown_rate` and `reset_rate` are fractions of requests, drawn from a generator seeded
-    with `seed`; a listing whose prefix starts with one of `malformed_prefixes` always gets a
-    200 whose XML is cut short.
+    with `seed`. A 503 SlowDown carries `Retry-After: retry_after_s`, or no Retry-After when
+    it is None (as S3 itself sends it). `prefix_faults` maps listing prefixes to one of
+    PREFIX_FAULTS: a listing whose prefix starts with one of them always gets that fault (the
+    longest matching prefix wins), after any random fault drawn for the request.
     """
 
     latency_ms: float = 0.0
     slowdown_rate: float = 0.0
     reset_rate: float = 0.0
-    malformed_prefixes: tuple[str, ...] = ()
+    retry_after_s: int | None = 0
+    prefix_faults: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,7 +98,17 @@ class Knobs:
                 raise ValueError(f"{name} must be between 0 and 1, got {rate}")
         if self.slowdown_rate + self.reset_rate > 1:
             raise ValueError("slowdown_rate + reset_rate must not exceed 1")
-        object.__setattr__(self, "malformed_prefixes", tuple(self.malformed_prefixes))
+        # An HTTP Retry-After is whole seconds; clients reject anything else as a bad header.
+        after = self.retry_after_s
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
+            raise ValueError(f"retry_after_s must be whole seconds or None, got {after!r}")
+        if after is not None and after < 0:
+            raise ValueError(f"retry_after_s must be >= 0, got {after}")
+        unknown = {kind for kind in self.prefix_faults.values() if kind not in PREFIX_FAULTS}
+        if unknown:
+            raise ValueError(f"unknown prefix faults {sorted(unknown)}: use {PREFIX_FAULTS}")
+        # Frozen means frozen: callers must not change the faults of a running emulator.
+        object.__setattr__(self, "prefix_faults", MappingProxyType(dict(self.prefix_faults)))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Knobs:
@@ -90,9 +119,14 @@ class Knobs:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["malformed_prefixes"] = list(self.malformed_prefixes)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["prefix_faults"] = dict(self.prefix_faults)
         return d
+
+    def prefix_fault(self, prefix: str) -> str | None:
+        """The fault of the longest faulted prefix that `prefix` starts with, if any."""
+        matches = [faulted for faulted in self.prefix_faults if prefix.startswith(faulted)]
+        return self.prefix_faults[max(matches, key=len)] if matches else None
 
 
 class Counters:
@@ -384,20 +418,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset_connection()
             return False
         if fault == "slowdown":
-            self._send_error(
-                503,
-                "SlowDown",
-                "Please reduce your request rate.",
-                method,
-                headers={"Retry-After": "0"},
-            )
+            self._send_slowdown(method)
             return False
         return True
 
+    def _send_slowdown(self, method: str) -> None:
+        after = self.state.knobs.retry_after_s
+        headers = {} if after is None else {"Retry-After": str(after)}
+        self._send_error(
+            503, "SlowDown", "Please reduce your request rate.", method, headers=headers
+        )
+
     def _list(self, query: str) -> None:
         params = parse_qs(query, keep_blank_values=True)
-        if not self._admit("GET", "list", (params.get("prefix") or [""])[0]):
+        prefix = (params.get("prefix") or [""])[0]
+        if not self._admit("GET", "list", prefix):
             return
+        fault = self.state.knobs.prefix_fault(prefix)
+        if fault is not None:
+            self.state.counters.fault(fault)
+            if self._answer_instead_of_listing(fault):
+                return
         try:
             request = _parse_list_request(params)
         except _BadRequestError as exc:
@@ -411,10 +452,24 @@ class _Handler(BaseHTTPRequestHandler):
             max_keys=request.max_keys,
         )
         body = _render_listing(page, request).encode()
-        if request.prefix.startswith(self.state.knobs.malformed_prefixes):
-            self.state.counters.fault("malformed")
+        if fault == "malformed":
             body = body[: len(body) // 2]
-        self._send(200, body, "application/xml", "GET")
+        self._send(200, body, "application/xml", "GET", cut_short=fault == "truncated")
+
+    def _answer_instead_of_listing(self, fault: str) -> bool:
+        """Send the answer of a fault that replaces the listing; False for those that damage it."""
+        internal = "We encountered an internal error. Please try again."
+        if fault == "slowdown":
+            self._send_slowdown("GET")
+        elif fault == "internal_error":
+            self._send_error(500, "InternalError", internal, "GET")
+        elif fault == "error_document":
+            self._send_error(200, "InternalError", internal, "GET")
+        elif fault == "html":
+            self._send(200, _PORTAL_PAGE, "text/html; charset=utf-8", "GET")
+        else:
+            return False
+        return True
 
     def _object(self, method: str, key: str) -> None:
         if not self._admit(method, method.lower(), key[: key.rfind("/") + 1]):
@@ -470,8 +525,13 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         length: int | None = None,
         request_id: str | None = None,
+        cut_short: bool = False,
     ) -> None:
-        """Send a whole response; HEAD gets the headers of the GET it stands for, no body."""
+        """Send a response; HEAD gets the headers of the GET it stands for, no body.
+
+        `cut_short` promises the whole body but closes the connection halfway through it,
+        as a dropped connection or a dying proxy does.
+        """
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -479,7 +539,12 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if method != "HEAD":
+        if method == "HEAD":
+            return
+        if cut_short:
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+        else:
             self.wfile.write(body)
 
     # --- control ----------------------------------------------------------------------------
