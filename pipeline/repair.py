@@ -205,7 +205,7 @@ def dvc_lock() -> Iterator[Callable[[], None]]:
     if not Path(".dvc").is_dir() or not _records_update(DVC_LOCK):
         yield lambda: log.info("%s does not record the %s stage yet", DVC_LOCK, UPDATE_STAGE)
         return
-    from dvc.exceptions import LockError
+    from dvc.lock import LockError
     from dvc.repo import Repo, lock_repo
 
     with Repo() as repo:
