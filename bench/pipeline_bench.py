@@ -1,7 +1,8 @@
 """`make bench`: the pipeline at real scale against the emulator, 50 ms from every request.
 
-Rows: the first `dvc repro` on an empty dataset (full backfill); the next day with no new
-symbol; the next day with three new symbols; `dvc repro` again with nothing new; and the
+Rows: the first `dvc repro` on an empty dataset (full backfill); the full-history audit with
+nothing changed and with injected re-uploads and removals; the next day with no new symbol;
+the next day with three new symbols; `dvc repro` again with nothing new; and the
 predecessor's way of probing the daily window (one HEAD per symbol and day, 150 threads).
 Each row runs three times and the table shows medians. The emulator runs in a process of its
 own, so its CPU is not the pipeline's. Figures are whole-process figures on this machine.
@@ -17,6 +18,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import query  # noqa: E402
+from pipeline.changes import read_changes  # noqa: E402
 from pipeline.emulator import Knobs, Universe, generate_universe, load_reference  # noqa: E402
 from pipeline.emulator.process import EmulatorProcess  # noqa: E402
 from pipeline.scratch import ScratchProject  # noqa: E402
@@ -45,8 +48,10 @@ START = dt.date(2019, 9, 25)
 LOOKBACK_DAYS = 20
 BASELINE_THREADS = 150
 NEW_SYMBOLS = {"BENCHNEWAUSDT": 900, "BENCHNEWBUSDT": 400, "BENCHNEWCUSDT": 30}  # days listed
+INJECTED_CHANGES = 20  # half re-uploads, half removals, spread over history
 LAYOUT = Layout(market="um", data_type="klines", interval="1m")
 ONE_DAY = dt.timedelta(days=1)
+AUDIT = (sys.executable, "-m", "pipeline.audit")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,19 @@ def main() -> int:
             project.commit("after the full backfill")
             backfilled = backfilled or project
 
+            audit_minimal = minimal_pages(universe, TODAY, START, discovery=False)
+            quiet = project.copy(scratch / f"audit-quiet-{run}")
+            figures, _ = measure(quiet, emulator, audit_minimal, AUDIT)
+            rows.setdefault("Audit, nothing changed", []).append(figures)
+            assert not (quiet.root / "data" / "changes.parquet").exists(), "a false change"
+            changed, injected = inject_changes(universe)
+            emulator.set_universe(changed)
+            audited = project.copy(scratch / f"audit-{run}")
+            figures, _ = measure(audited, emulator, audit_minimal, AUDIT)
+            rows.setdefault(f"Audit, {INJECTED_CHANGES} changes injected", []).append(figures)
+            found = read_changes(audited.root / "data" / "changes.parquet")
+            assert set(found.select("date", "symbol", "kind").rows()) == injected, "missed"
+
             assert backfilled is not None
             for index, (label, day_universe) in enumerate(
                 (("Daily update", next_day), ("Daily update, 3 new symbols", with_new))
@@ -134,6 +152,24 @@ def main() -> int:
     return 0
 
 
+def inject_changes(universe: Universe) -> tuple[Universe, set[tuple[dt.date, str, str]]]:
+    """The universe with files re-uploaded and removed (seeded), and the changes it holds."""
+    chooser = random.Random(7)
+    symbols = [s for s in universe.symbols if not is_delivery(s)]
+    injected = set()
+    for n in range(INJECTED_CHANGES):
+        symbol = chooser.choice(symbols)
+        dates = universe.available_dates(symbol)
+        day = chooser.choice(dates[1:-LOOKBACK_DAYS] or dates)  # not a first file
+        if n % 2:
+            universe = universe.with_reupload(symbol, day, on=TODAY)
+            injected.add((day, symbol, "replaced"))
+        else:
+            universe = universe.without_file(symbol, day)
+            injected.add((day, symbol, "removed"))
+    return universe, injected
+
+
 def quiet_next_day(universe: Universe) -> Universe:
     """The next day without the listings the generated universe has on it (about one a day):
     the daily-update row is the day with no new symbol."""
@@ -144,14 +180,17 @@ def quiet_next_day(universe: Universe) -> Universe:
 
 
 def measure(
-    project: ScratchProject, emulator: EmulatorProcess, minimal: int
+    project: ScratchProject,
+    emulator: EmulatorProcess,
+    minimal: int,
+    command: tuple[str, ...] = ("dvc", "repro"),
 ) -> tuple[Figures, str]:
     cache = project.root / ".dvc" / "cache" / "files"  # objects only, not the run-cache
     cached_before = count_files(cache)
     emulator.reset_counters()
     out = project.root / ".measure.json"
     result = project.run(
-        sys.executable, str(REPO / "bench" / "measure.py"), str(out), "--", "dvc", "repro"
+        sys.executable, str(REPO / "bench" / "measure.py"), str(out), "--", *command
     )
     usage = json.loads(out.read_text())
     out.unlink()
@@ -170,15 +209,20 @@ def measure(
 
 
 def minimal_pages(
-    universe: Universe, as_of: dt.date, first: dt.date, *, new: set[str] = frozenset()
+    universe: Universe,
+    as_of: dt.date,
+    first: dt.date,
+    *,
+    new: set[str] = frozenset(),
+    discovery: bool = True,
 ) -> int:
-    """Discovery pages plus, per listed prefix, ⌈keys / 1000⌉ (at least one request).
+    """Discovery pages (if any) plus, per listed prefix, ⌈keys / 1000⌉ (at least one request).
 
     New symbols are listed for their whole history, every other symbol for [first, as_of).
     """
     last = as_of - ONE_DAY
     folders = len(universe.symbols)
-    pages = math.ceil(folders / PAGE_SIZE)
+    pages = math.ceil(folders / PAGE_SIZE) if discovery else 0
     for symbol in universe.symbols:
         if is_delivery(symbol):
             continue
