@@ -14,17 +14,26 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONUTF8 := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help update pull test lint format dag status demo bench clean distclean
+.PHONY: help update pull publish install-s3 test lint format dag status demo bench clean distclean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 update: $(RUNTIME) ## Run the pipeline (dvc repro), restoring recorded data from the DVC remote first
 	@if [ -n "$$(dvc remote list)" ]; then $(MAKE) --no-print-directory pull; fi
-	dvc repro
+	$(if $(AS_OF)$(LOOKBACK_DAYS),$(call with_overridden_params,dvc repro),dvc repro)
 
 pull: $(RUNTIME) ## Fetch the dataset recorded in dvc.lock from the DVC remote
 	dvc pull --allow-missing
+
+publish: $(RUNTIME) ## Upload the dataset recorded in dvc.lock to the DVC remote (dvc push)
+	dvc push
+
+install-s3: $(RUNTIME) ## Add dvc-s3 (the s3 extra) to .venv, for an S3 DVC remote
+	@if [ -e $(DEV) ]; then echo "error: dvc-s3 conflicts with the boto3 of the test dependencies" \
+		"in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		--constraint <($(LOCKED_VERSIONS)) $$($(S3_EXTRA))
 
 test: $(DEV) ## Run the test suite (no network: HTTP is mocked or served on 127.0.0.1)
 	pytest
@@ -55,6 +64,41 @@ clean: ## Remove caches and logs (keeps the dataset and .venv)
 
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)
+
+# One-off overrides of a run's date and lookback: `make update AS_OF=2024-06-01 LOOKBACK_DAYS=40`.
+# params.yaml holds them for that run only: dvc.lock records the values used, and params.yaml is
+# put back byte for byte afterwards, even when the run fails.
+AS_OF ?=
+LOOKBACK_DAYS ?=
+export AS_OF LOOKBACK_DAYS
+define OVERRIDE_PARAMS_PY
+import os
+from pathlib import Path
+
+import yaml
+
+path = Path("params.yaml")
+params = yaml.safe_load(path.read_text(encoding="utf-8"))
+if os.environ["AS_OF"]:
+    params["run"]["as_of"] = os.environ["AS_OF"]
+lookback = os.environ["LOOKBACK_DAYS"]
+if lookback:
+    # Anything but digits is left as text for the stages' own check to reject, naming the key.
+    params["update"]["lookback_days"] = int(lookback) if lookback.isdigit() else lookback
+path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+print("for this run:", f"run.as_of={params['run']['as_of']}",
+      f"update.lookback_days={params['update']['lookback_days']}")
+endef
+export OVERRIDE_PARAMS_PY
+with_overridden_params = saved=$$(mktemp) && cp params.yaml "$$saved" \
+	&& trap 'cp "$$saved" params.yaml && rm -f "$$saved"' EXIT && trap 'exit 130' INT TERM \
+	&& python -c "$$OVERRIDE_PARAMS_PY" && $(1)
+
+# The s3 extra is not in the lock files: it is installed within the versions they pin, so that
+# it cannot move what the pipeline was tested with (s3fs requires its own fsspec release).
+S3_EXTRA = $(BIN)/python -c 'import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["s3"])'
+LOCKED_VERSIONS = sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' requirements.lock
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
