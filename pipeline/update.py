@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.prober import ProbeRange, probe
+from pipeline.prober import ProbeRange, ProbeStats, probe
 from pipeline.stage import main
 from pipeline.store import (
     Summary,
@@ -20,6 +20,7 @@ from pipeline.store import (
     read_probe_file,
     summarize,
     write_dataset,
+    write_json,
 )
 from pipeline.symbols import read_symbols
 from pipeline.vision import Layout, VisionClient
@@ -80,6 +81,42 @@ def update_ranges(
     ]
 
 
+def symbols_without_files(ranges: Sequence[ProbeRange], probes: pl.DataFrame) -> list[str]:
+    """The symbols listed over their whole history that have no file up to as_of - 1.
+
+    A full-history range gives no row for such a symbol, so it is not in the dataset:
+    validate is told so rather than finding it missing.
+    """
+    found = set(probes.get_column("symbol").unique().to_list())
+    return sorted(r.symbol for r in ranges if r.from_first_file and r.symbol not in found)
+
+
+def run_metrics(
+    config: Config,
+    first: dt.date,
+    stats: ProbeStats,
+    *,
+    rows_merged: int,
+    months_rewritten: int,
+    without_files: list[str],
+) -> dict[str, object]:
+    """What this run probed and found, for `dvc metrics show` and the validate stage.
+
+    No durations: an unchanged rerun gives unchanged metrics.
+    """
+    return {
+        "as_of": config.as_of.isoformat(),
+        "last_date": config.last_date.isoformat(),
+        "window_first": first.isoformat(),
+        "symbols_probed": stats.symbols,
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "rows_merged": rows_merged,
+        "months_rewritten": months_rewritten,
+        "symbols_without_files": without_files,
+    }
+
+
 def run(config: Config) -> None:
     summary = summarize(config.paths.dataset, config.dataset)
     history = fresh_history(read_probe_file(config.paths.backfill), summary, config.last_date)
@@ -105,6 +142,17 @@ def run(config: Config) -> None:
     previous = read_months(config.paths.dataset, months)
     merged = merge(previous, history, probes, first_files=summary.first_files)
     rewritten = write_dataset(merged, config.paths.dataset, config.dataset, previous=previous)
+    write_json(
+        config.paths.run_metrics,
+        run_metrics(
+            config,
+            first,
+            stats,
+            rows_merged=history.height + probes.height,
+            months_rewritten=len(rewritten),
+            without_files=symbols_without_files(ranges, probes),
+        ),
+    )
     log.info(
         "probed %d symbols for %s to %s with %d requests (%d retries) in %.1fs; "
         "merged %d probed rows; %d symbols tracked; %d months rewritten%s",

@@ -392,3 +392,33 @@ def test_a_damaged_partition_stops_update_and_nothing_is_written(
     assert len(errors) == 1 and errors[0].startswith(str(path)) and message in errors[0]
     if damage != "duplicates":  # found before any request; duplicates when the month is read
         assert len(bucket.queries) == requests
+
+
+def read_json(path: str) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def test_update_writes_what_it_probed_to_its_run_metrics(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    first_run = {
+        "as_of": "2024-06-01",
+        "last_date": "2024-05-31",
+        "window_first": "2024-05-27",
+        "symbols_probed": 0,  # both backfilled through 2024-05-31 in this run
+        "requests": 0,
+        "retries": 0,
+        "rows_merged": 517 + 12,  # BTCUSDT since 2023-01-01, 币安人生USDT since 2024-05-20
+        "months_rewritten": 17,
+        "symbols_without_files": [],
+    }
+    assert read_json("metrics/update.json") == first_run
+    assert run_stage("update", update.run) == 0
+    assert read_json("metrics/update.json") == {
+        **first_run,
+        "symbols_probed": 2,
+        "requests": 2,
+        "rows_merged": 10,
+        "months_rewritten": 1,
+    }
+    text = Path("metrics/update.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
