@@ -10,7 +10,7 @@ import pytest
 import responses
 import yaml
 
-from pipeline import backfill, detect_gaps, discover, update
+from pipeline import backfill, detect_gaps, discover, update, validate
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import load_config
 from pipeline.prober import LISTED_FILES
@@ -422,3 +422,109 @@ def test_update_writes_what_it_probed_to_its_run_metrics(project, bucket):
     }
     text = Path("metrics/update.json").read_text(encoding="utf-8")
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_validate_after_a_run_writes_its_metrics_and_warns_of_figures(project, bucket, caplog):
+    assert run_all() == [0, 0, 0, 0]
+    caplog.clear()
+    assert run_stage("validate", validate.run) == 0
+    assert read_json("metrics/validation.json") == {
+        "ok": True,
+        "as_of": "2024-06-01",
+        "rows": 529,
+        "symbols": 2,
+        "violations": dict.fromkeys(
+            [
+                "duplicate_keys",
+                "null_fields",
+                "dates_out_of_range",
+                "rows_before_first_file",
+                "rows_missing",
+                "available_rows_incomplete",
+                "unavailable_rows_with_file",
+                "symbols_missing",
+            ],
+            0,
+        ),
+        "figures": {
+            "missing_days_in_spans": 1,
+            "delisting_candidates": 0,
+            "late_dates": 0,
+            "symbols_without_files": 0,
+        },
+        "samples": {
+            "duplicate_keys": [],
+            "null_fields": [],
+            "dates_out_of_range": [],
+            "rows_before_first_file": [],
+            "rows_missing": [],
+            "available_rows_incomplete": [],
+            "unavailable_rows_with_file": [],
+            "symbols_missing": [],
+            "missing_days_in_spans": [{"date": "2023-03-03", "symbol": "BTCUSDT"}],
+            "delisting_candidates": [],
+            "late_dates": [],
+            "symbols_without_files": [],
+        },
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "missing_days_in_spans 1: days without a file inside listing spans "
+        "(gaps of at most 30 days), e.g. 2023-03-03 BTCUSDT"
+    ]
+
+
+def test_a_symbol_update_found_no_file_for_is_reported_and_validate_accepts_it(
+    project, bucket, caplog
+):
+    bucket.add_days("LATEUSDT", "2024-06-01", "2024-06-01")  # only a file after as_of - 1
+    assert run_all() == [0, 0, 0, 0]
+    assert read_json("metrics/update.json")["symbols_without_files"] == ["LATEUSDT"]
+    caplog.clear()
+    assert run_stage("validate", validate.run) == 0
+    metrics = read_json("metrics/validation.json")
+    assert metrics["ok"] and metrics["violations"]["symbols_missing"] == 0
+    assert metrics["samples"]["symbols_without_files"] == [{"symbol": "LATEUSDT"}]
+    assert (
+        "symbols_without_files 1: symbols of symbols.json with no file up to 2024-05-31, "
+        "e.g. LATEUSDT" in caplog.text
+    )
+
+
+def test_validate_fails_with_one_line_naming_each_broken_check(project, bucket, capsys):
+    assert run_all() == [0, 0, 0, 0]
+    may = Path("data/availability/2024-05.parquet")
+    rows = pl.read_parquet(may)
+    rows.filter(pl.col("date") != D("2024-05-25")).write_parquet(may)  # both symbols lose it
+    march = Path("data/availability/2023-03.parquet")
+    rows = pl.read_parquet(march)
+    rows.with_columns(etag=pl.col("etag").fill_null("stale")).write_parquet(march)
+    capsys.readouterr()
+    assert run_stage("validate", validate.run) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert errors[0].endswith(
+        "validate ERROR the dataset breaks its contract: rows_missing 2, "
+        "unavailable_rows_with_file 1; the first offending rows are in metrics/validation.json"
+    )
+    metrics = read_json("metrics/validation.json")
+    assert metrics["ok"] is False
+    assert {k: v for k, v in metrics["violations"].items() if v} == {
+        "rows_missing": 2,
+        "unavailable_rows_with_file": 1,
+    }
+    assert metrics["samples"]["rows_missing"] == [
+        {"date": "2024-05-25", "symbol": "BTCUSDT"},
+        {"date": "2024-05-25", "symbol": "币安人生USDT"},
+    ]
+    assert metrics["samples"]["unavailable_rows_with_file"] == [
+        {"date": "2023-03-03", "symbol": "BTCUSDT"}
+    ]
+
+
+def test_validate_reads_only_a_dataset_the_store_accepts(project, bucket, caplog):
+    assert run_all() == [0, 0, 0, 0]
+    Path("data/availability/_dataset.json").unlink()
+    assert run_stage("validate", validate.run) == 1
+    assert "data/availability/_dataset.json is missing or unreadable" in caplog.text
+    assert not Path("metrics/validation.json").exists()
