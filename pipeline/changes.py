@@ -125,8 +125,9 @@ def append_changes(path: Path, changes: pl.DataFrame, *, staged: contextlib.Exit
     The caller stages the dataset's own writes on the same stack, so a change is logged
     exactly when the dataset takes it: a failed run logs nothing and a rerun finds it again.
     """
-    if changes.is_empty():
+    if changes.is_empty() and path.exists():
         return 0
+    # The first call writes the log even when empty: DVC expects every output to exist.
     log = pl.concat([read_changes(path), changes.select(list(CHANGES_SCHEMA))])
     # A run logs a key at most once, so this order is total: the same log, the same bytes.
     write_frame(log, staged.enter_context(atomic_path(path)), order=LOG_ORDER)

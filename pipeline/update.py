@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 
 import polars as pl
 
+from pipeline.changes import append_changes, detect_changes
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.prober import ProbeRange, ProbeStats, probe
@@ -98,6 +100,7 @@ def run_metrics(
     *,
     rows_merged: int,
     months_rewritten: int,
+    changes_logged: int,
     without_files: list[str],
 ) -> dict[str, object]:
     """What this run probed and found, for `dvc metrics show` and the validate stage.
@@ -113,6 +116,7 @@ def run_metrics(
         "retries": stats.retries,
         "rows_merged": rows_merged,
         "months_rewritten": months_rewritten,
+        "changes_logged": changes_logged,
         "symbols_without_files": without_files,
     }
 
@@ -129,19 +133,28 @@ def run(config: Config) -> None:
         tracked=summary.symbols,
         backfilled=probed_through(history, config.last_date),
     )
+    probed_at = dt.datetime.now(dt.UTC)
     with VisionClient.from_config(config) as client:
         probes, stats = probe(
             client,
             Layout.from_config(config),
             ranges,
             workers=config.probe.workers,
-            probed_at=dt.datetime.now(dt.UTC),
+            probed_at=probed_at,
         )
     # Only the months that new rows fall in are read, merged and rewritten.
     months = pl.concat([history, probes]).select(month_of().unique()).to_series().to_list()
     previous = read_months(config.paths.dataset, months)
     merged = merge(previous, history, probes, first_files=summary.first_files)
-    rewritten = write_dataset(merged, config.paths.dataset, config.dataset, previous=previous)
+    # Late files flipping to available, files gone or re-uploaded within the window.
+    changes = detect_changes(
+        previous, merged, known_through=summary.last_date, detected_at=probed_at
+    )
+    with contextlib.ExitStack() as staged:
+        rewritten = write_dataset(
+            merged, config.paths.dataset, config.dataset, previous=previous, staged=staged
+        )
+        logged = append_changes(config.paths.changes, changes, staged=staged)
     write_json(
         config.paths.run_metrics,
         run_metrics(
@@ -150,12 +163,13 @@ def run(config: Config) -> None:
             stats,
             rows_merged=history.height + probes.height,
             months_rewritten=len(rewritten),
+            changes_logged=logged,
             without_files=symbols_without_files(ranges, probes),
         ),
     )
     log.info(
         "probed %d symbols for %s to %s with %d requests (%d retries) in %.1fs; "
-        "merged %d probed rows; %d symbols tracked; %d months rewritten%s",
+        "merged %d probed rows; %d changes logged; %d symbols tracked; %d months rewritten%s",
         stats.symbols,
         first,
         config.last_date,
@@ -163,6 +177,7 @@ def run(config: Config) -> None:
         stats.retries,
         stats.seconds,
         history.height + probes.height,
+        logged,
         len(symbols),
         len(rewritten),
         f" ({', '.join(rewritten)})" if len(rewritten) <= 6 else "",

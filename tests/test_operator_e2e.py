@@ -167,7 +167,7 @@ def test_an_audit_of_an_unchanged_bucket_writes_nothing(project, emulator):
     before = files(project)
     run(project, "pipeline.audit")
     assert files(project) == before
-    assert not (project.root / "data" / "changes.parquet").exists()
+    assert read_changes(project.root / "data" / "changes.parquet").is_empty()
 
 
 def test_targeted_backfill_lists_only_its_symbols_and_leaves_dvc_status_honest(project, emulator):

@@ -11,6 +11,7 @@ import responses
 import yaml
 
 from pipeline import backfill, detect_gaps, discover, update, validate
+from pipeline.changes import read_changes
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import load_config
 from pipeline.prober import LISTED_FILES
@@ -246,6 +247,21 @@ def test_an_as_of_before_the_dataset_is_refused(project, bucket, caplog):
     assert "the dataset already has 2024-05-31, after run.as_of - 1 (2024-02-29)" in caplog.text
 
 
+def test_update_logs_the_changes_in_its_window_once(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    assert read_changes(Path("data/changes.parquet")).is_empty()
+    bucket.remove_day("BTCUSDT", "2024-05-30")
+    bucket.sizes[bucket.key("币安人生USDT", "2024-05-31")] = 77
+    for _ in range(2):
+        assert run_stage("update", update.run) == 0
+    changes = read_changes(Path("data/changes.parquet"))
+    assert changes.select("date", "symbol", "kind", "new_size").rows() == [
+        (D("2024-05-30"), "BTCUSDT", "removed", None),
+        (D("2024-05-31"), "币安人生USDT", "replaced", 77),
+    ]
+    assert read_json("metrics/update.json")["changes_logged"] == 0  # the second run found none
+
+
 def test_update_rewrites_only_the_months_it_touched_and_delisted_rows_go_on(project, bucket):
     bucket.add_days("GONEUSDT", "2023-01-01", "2023-06-30")
     assert run_all() == [0, 0, 0, 0]
@@ -409,6 +425,7 @@ def test_update_writes_what_it_probed_to_its_run_metrics(project, bucket):
         "retries": 0,
         "rows_merged": 517 + 12,  # BTCUSDT since 2023-01-01, 币安人生USDT since 2024-05-20
         "months_rewritten": 17,
+        "changes_logged": 0,
         "symbols_without_files": [],
     }
     assert read_json("metrics/update.json") == first_run
