@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONUTF8 := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help update pull publish install-s3 test lint format dag status demo bench clean distclean
+.PHONY: help update pull publish install-s3 report backfill audit test lint format dag status demo bench clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,6 +34,31 @@ install-s3: $(RUNTIME) ## Add dvc-s3 (the s3 extra) to .venv, for an S3 DVC remo
 		"in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		--constraint <($(LOCKED_VERSIONS)) $$($(S3_EXTRA))
+
+# Where `make report` writes its page (gitignored); each run replaces it.
+REPORT_DIR ?= reports/plots
+
+report: $(RUNTIME) ## Draw the plots of the last run (dvc plots show) into reports/plots/index.html
+	@plots=$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["paths"]["plots"])') \
+		&& ls "$$plots"/*.csv >/dev/null 2>&1 \
+		|| { echo "error: no plot data in $$plots: run the pipeline first (make update)" >&2; exit 1; }
+	@mkdir -p $(REPORT_DIR)  # dvc plots show creates the last folder only
+	dvc plots show --out $(REPORT_DIR)
+
+# Operator repairs (pipeline/repair.py). Each merges what it finds into the dataset, logs every
+# change to data/changes.parquet, records the outputs in dvc.lock (dvc commit update), then
+# validate and report run again on the repaired data. SYMBOLS, SINCE and UNTIL reach the
+# command through the environment (make exports command-line variables), never the recipe text.
+backfill: $(RUNTIME) ## Re-list SYMBOLS=A,B (whole history) and/or SINCE=DATE [UNTIL=DATE]
+	@[ -n "$${SYMBOLS:-}$${SINCE:-}" ] \
+		|| { echo "error: give SYMBOLS=A,B and/or SINCE=YYYY-MM-DD [UNTIL=YYYY-MM-DD]" >&2; exit 2; }
+	python -m pipeline.backfill $${SYMBOLS:+--symbols "$$SYMBOLS"} \
+		$${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"}
+	dvc repro --single-item validate report
+
+audit: $(RUNTIME) ## Re-list every symbol's whole history; log files re-uploaded, removed or late
+	python -m pipeline.audit
+	dvc repro --single-item validate report
 
 test: $(DEV) ## Run the test suite (no network: HTTP is mocked or served on 127.0.0.1)
 	pytest

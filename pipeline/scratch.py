@@ -21,6 +21,17 @@ from pipeline.symbols import render
 
 SOURCE = Path(__file__).resolve().parent.parent
 COPIED_FILES = ("dvc.yaml", "params.yaml", ".dvcignore")
+# Variables a calling make or shell could pass down and change what the Makefile does.
+MAKE_ENVIRONMENT = (
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "AS_OF",
+    "LOOKBACK_DAYS",
+    "SYMBOLS",
+    "SINCE",
+    "UNTIL",
+)
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "reference_symbols.json")
 
 
@@ -82,6 +93,24 @@ class ScratchProject:
             capture_output=True,
             text=True,
             check=check,
+        )
+
+    def make(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A target of the project's Makefile (copied in if missing), on this interpreter.
+
+        RUNTIME= skips bootstrapping a .venv of the scratch repository's own, and make's
+        variables from a calling make (`make test`) or shell are not passed down.
+        """
+        if not (self.root / "Makefile").exists():
+            shutil.copy2(SOURCE / "Makefile", self.root / "Makefile")
+        env = {k: v for k, v in self.env().items() if k not in MAKE_ENVIRONMENT}
+        return subprocess.run(
+            ["make", "--no-print-directory", "RUNTIME=", *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     def repro(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -197,3 +197,19 @@ def test_bad_operator_input_is_one_line_and_makes_no_request(project, emulator):
     assert result.returncode == 1
     assert "unknown symbol ETHUSTD" in result.stderr and "did you mean ETHUSDT?" in result.stderr
     assert listings(emulator) == 0 and files(project) == before
+
+
+def test_make_backfill_repairs_then_validates_and_reports(project, emulator):
+    result = project.make("backfill", "SYMBOLS=BTCUSDT")
+    assert result.returncode == 0, result.stderr
+    assert listings(emulator) == listings(emulator, "BTCUSDT") == history_pages(CHANGED, "BTCUSDT")
+    assert "Running stage 'validate'" in result.stdout and "Running stage 'report'" in result.stdout
+    emulator.reset_counters()
+    result = project.make("backfill", "SINCE=2023-08-01", "UNTIL=2023-08-31")
+    assert result.returncode == 0, result.stderr
+    assert listings(emulator) == len(perpetual(CHANGED))
+    changes = read_changes(project.root / "data" / "changes.parquet").sort("date")
+    assert changes.select("date", "symbol", "kind").rows() == [INJECTED[1], INJECTED[2]]
+    assert dvc_status_is_clean_for_the_dataset(project)
+    result = project.make("backfill")
+    assert result.returncode == 2 and "error: give SYMBOLS=A,B and/or SINCE=" in result.stderr

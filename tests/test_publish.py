@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pipeline.emulator import Emulator, Universe
-from pipeline.scratch import SOURCE, ScratchProject
+from pipeline.scratch import MAKE_ENVIRONMENT, SOURCE, ScratchProject
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +37,6 @@ UNIVERSE = {
         "OLDUSDT": {"spans": [["2024-01-01", "2024-03-31"]]},
     },
 }
-# Variables a calling make (`make test`) or shell could pass down and change what make does.
-MAKE_ENVIRONMENT = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "AS_OF", "LOOKBACK_DAYS")
 
 
 @dataclass(frozen=True)
@@ -51,20 +49,6 @@ class Published:
     v2: dict[str, bytes]
     params_before: bytes
     params_after: bytes
-
-
-def make(project: ScratchProject, *args: str) -> subprocess.CompletedProcess[str]:
-    """The project's real Makefile target, on this interpreter's environment: RUNTIME= skips
-    bootstrapping a .venv of the scratch repository's own."""
-    env = {k: v for k, v in project.env().items() if k not in MAKE_ENVIRONMENT}
-    return subprocess.run(
-        ["make", "--no-print-directory", "RUNTIME=", *args],
-        cwd=project.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def succeed(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -125,15 +109,15 @@ def published(tmp_path_factory) -> Published:
         params_before = project.params_path.read_bytes()
 
         # A fresh checkout: no dvc.lock, and the remote directory does not exist yet.
-        succeed(make(project, "update"))
-        succeed(make(project, "publish"))
+        succeed(project.make("update"))
+        succeed(project.make("publish"))
         commit_run(project, "data: v1")
         project.run("git", "tag", "v1")
         v1 = tree_bytes(project.root / "data" / "availability")
 
-        succeed(make(project, "update", f"AS_OF={NEXT_AS_OF}", f"LOOKBACK_DAYS={NEXT_LOOKBACK}"))
+        succeed(project.make("update", f"AS_OF={NEXT_AS_OF}", f"LOOKBACK_DAYS={NEXT_LOOKBACK}"))
         params_after = project.params_path.read_bytes()
-        succeed(make(project, "publish"))
+        succeed(project.make("publish"))
         commit_run(project, "data: v2")
         project.run("git", "tag", "v2")
         v2 = tree_bytes(project.root / "data" / "availability")
@@ -158,7 +142,7 @@ def test_publish_fills_the_shipped_remote_beside_the_checkout(published):
 def test_fresh_clone_pulls_byte_identical_outputs(published):
     clone = clone_beside(published, "clone")
     assert not (clone.root / "data" / "availability").exists()
-    succeed(make(clone, "pull"))
+    succeed(clone.make("pull"))
     assert recorded_outputs(clone.root) == recorded_outputs(published.project.root)
     assert clone.read("symbols.json") == published.project.read("symbols.json")
 
@@ -223,7 +207,7 @@ def test_one_off_as_of_and_lookback_leave_params_yaml_as_committed(published):
 def test_a_bad_one_off_value_fails_with_the_key_and_restores_params_yaml(published, tmp_path):
     project = published.project.copy(tmp_path / "repo")
     before = project.params_path.read_bytes()
-    result = make(project, "update", "LOOKBACK_DAYS=many")
+    result = project.make("update", "LOOKBACK_DAYS=many")
     assert result.returncode != 0
     assert "update.lookback_days must be a whole number (got 'many')" in result.stderr
     assert project.params_path.read_bytes() == before
