@@ -141,16 +141,18 @@ def test_check_jsonschema_catches_a_broken_workflow(tmp_path, original, broken):
 # Properties
 
 
-def test_runs_daily_and_on_dispatch_with_as_of_and_lookback():
-    (schedule,) = triggers()["schedule"]
-    minute, hour, day, month, weekday = schedule["cron"].split()
+def test_runs_daily_weekly_with_the_audit_and_on_dispatch_with_as_of_lookback_and_audit():
+    daily, weekly = (schedule["cron"] for schedule in triggers()["schedule"])
+    minute, hour, day, month, weekday = daily.split()
     assert (day, month, weekday) == ("*", "*", "*")
     assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24
+    assert weekly.split()[2:] == ["*", "*", "0"]
+    audit = step("make audit")
+    assert audit["if"] == f"github.event.schedule == '{weekly}' || inputs.audit"
     inputs = triggers()["workflow_dispatch"]["inputs"]
-    assert set(inputs) == {"as_of", "lookback"}
-    assert all(
-        not spec.get("required", False) and spec["default"] == "" for spec in inputs.values()
-    )
+    assert set(inputs) == {"as_of", "lookback", "audit"}
+    assert all(not spec.get("required", False) for spec in inputs.values())
+    assert [inputs[name]["default"] for name in ("as_of", "lookback", "audit")] == ["", "", False]
 
 
 def test_two_runs_never_overlap_and_none_is_cancelled():
@@ -173,16 +175,18 @@ def test_least_privilege_pinned_actions_and_no_expression_in_scripts():
 def test_update_then_publish_then_the_commit_only_when_something_changed():
     runs = [s.get("run", "") for s in steps()]
     update = runs.index('make update AS_OF="$AS_OF" LOOKBACK_DAYS="$LOOKBACK_DAYS"')
+    audit = runs.index("make audit")
     publish = runs.index("make publish")
     stage = steps().index(step("Stage symbols.json, dvc.lock and the metrics"))
     commit = steps().index(step("Commit and push"))
-    assert update < publish < stage < commit
+    assert update < audit < publish < stage < commit
     assert steps()[update]["env"]["AS_OF"] == "${{ inputs.as_of }}"
     assert steps()[update]["env"]["LOOKBACK_DAYS"] == "${{ inputs.lookback }}"
     assert steps()[commit]["if"] == "steps.changes.outputs.changed == 'true'"
     assert "[skip ci]" in steps()[commit]["run"]
     # Nothing after a failure but the report: no publish, no commit (no `if: always()`).
-    assert [s["name"] for s in steps() if "if" in s] == ["Commit and push", "Report the failure"]
+    conditional = [s["name"] for s in steps() if "if" in s]
+    assert conditional == ["make audit", "Commit and push", "Report the failure"]
     assert steps()[-1]["if"] == "failure()"
 
 
