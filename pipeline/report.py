@@ -1,0 +1,176 @@
+"""Stage report: the listing spans table, the summary metrics and the plot data, after validate.
+
+- data/spans.parquet: one row per symbol and listing span (pipeline.spans), with its status;
+- metrics/summary.json: what the dataset holds, for `dvc metrics show`;
+- metrics/plots/*.csv: symbols with a file per day, listings and delistings per month, for
+  `dvc plots show` (dvc.yaml declares them with their titles and axes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.changes import CHANGE_KINDS, read_changes
+from pipeline.config import Config
+from pipeline.spans import SPANS_SCHEMA, listing_spans
+from pipeline.stage import main
+from pipeline.store import atomic_path, checked_files, empty, month_of, write_frame, write_json
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("listed", "delisted")
+REPORT_SPANS_SCHEMA: dict[str, pl.DataType] = {**SPANS_SCHEMA, "status": pl.Enum(STATUSES)}
+SPANS_ORDER = ("symbol", "first_date")
+# "Recent" in the summary: 7 days, ending on last_date for listings, on as_of for detections.
+RECENT_DAYS = 7
+# File names inside paths.plots; dvc.yaml's `plots:` names the same files.
+AVAILABLE_PER_DAY = "available_per_day.csv"
+LISTINGS_PER_MONTH = "listings_per_month.csv"
+COLUMNS = ("date", "symbol", "available")
+
+
+def spans_with_status(rows: pl.LazyFrame, last_date: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """Listing spans (REPORT_SPANS_SCHEMA) through `last_date`, each listed or delisted.
+
+    A span is still listed while the days without a file since its last one could yet be a
+    gap inside it: at most `max_gap_days` of them, the rule that splits spans. Only a
+    symbol's last span can qualify, since a longer gap separates every other from the next.
+    """
+    days_since_last_file = (pl.lit(last_date) - pl.col("last_date")).dt.total_days()
+    status = pl.when(days_since_last_file <= max_gap_days).then(pl.lit("listed"))
+    return listing_spans(rows, last_date, max_gap_days).with_columns(
+        status=status.otherwise(pl.lit("delisted")).cast(REPORT_SPANS_SCHEMA["status"])
+    )
+
+
+def available_per_day(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """(date, symbols): how many symbols had a file, for every date the dataset has rows of."""
+    return rows.group_by("date").agg(symbols=pl.col("available").sum().cast(pl.Int64)).sort("date")
+
+
+def listings_per_month(spans: pl.LazyFrame, last_date: dt.date) -> pl.LazyFrame:
+    """(month, listings, delistings) from the first span's month through `last_date`'s.
+
+    A listing is the start of a span (a relisting too), dated by its first file; a
+    delisting is the end of a delisted span, dated by its last file. Months without either
+    are rows of zeros, so that a plot does not draw a line across them.
+    """
+    listings = spans.group_by(month=month_of("first_date")).agg(listings=pl.len())
+    delistings = (
+        spans.filter(pl.col("status") == "delisted")
+        .group_by(month=month_of("last_date"))
+        .agg(delistings=pl.len())
+    )
+    months = (
+        spans.select(first=pl.col("first_date").min().dt.month_start())
+        .drop_nulls()  # no span at all: no month either
+        .select(month=pl.date_ranges("first", pl.lit(last_date), interval="1mo"))
+        .explode("month")
+        .select(month=month_of("month"))
+    )
+    return (
+        months.join(listings, on="month", how="left")
+        .join(delistings, on="month", how="left")
+        .select("month", pl.col("listings", "delistings").fill_null(0).cast(pl.Int64))
+        .sort("month")
+    )
+
+
+def change_counts(changes: pl.DataFrame, as_of: dt.date) -> dict[str, int]:
+    """The change log's size, by kind, and the changes detected on the 7 days up to `as_of`.
+
+    `detected_at` is when a run probed, on or after its as_of date (a daily run probes on
+    as_of itself), so recent detections are those since (as_of - 6 days) 00:00 UTC.
+    """
+    since = dt.datetime.combine(as_of - dt.timedelta(days=RECENT_DAYS - 1), dt.time(), dt.UTC)
+    by_kind = dict(changes.group_by("kind").len().iter_rows())
+    return {
+        "changes_total": changes.height,
+        **{f"changes_{kind}": by_kind.get(kind, 0) for kind in CHANGE_KINDS},
+        f"changes_last_{RECENT_DAYS}_days": changes.filter(pl.col("detected_at") >= since).height,
+    }
+
+
+def summary(rows: pl.DataFrame, spans: pl.DataFrame, last_date: dt.date) -> dict[str, object]:
+    """What the dataset holds, for metrics/summary.json: flat keys, numbers and ISO dates.
+
+    `available_yesterday` counts the symbols with a file on `last_date` (as_of - 1, the newest
+    date probed). `new_listings_last_7_days` counts the spans whose first file lies on one of
+    the 7 days ending on `last_date`: a relisting after a gap longer than spans.max_gap_days
+    counts as a listing, as it starts a new span.
+    """
+    recent = last_date - dt.timedelta(days=RECENT_DAYS - 1)
+    first, last = rows.select(first=pl.col("date").min(), last=pl.col("date").max()).row(0)
+    return {
+        "symbols": rows.get_column("symbol").n_unique(),
+        "available_yesterday": rows.filter(pl.col("date") == last_date, pl.col("available")).height,
+        "rows": rows.height,
+        "first_date": first.isoformat() if first else None,
+        "last_date": last.isoformat() if last else None,
+        f"new_listings_last_{RECENT_DAYS}_days": spans.filter(
+            pl.col("first_date") >= recent
+        ).height,
+    }
+
+
+def read_rows(config: Config) -> pl.DataFrame:
+    """The three columns the report needs, once the dataset is known to be whole and ours."""
+    files = checked_files(config.paths.dataset, config.dataset)
+    # Collected once: the spans, the daily counts and the summary each scan every row.
+    return pl.scan_parquet(files).select(COLUMNS).collect() if files else empty().select(COLUMNS)
+
+
+def write_outputs(
+    config: Config,
+    spans: pl.DataFrame,
+    per_day: pl.DataFrame,
+    per_month: pl.DataFrame,
+    metrics: dict[str, object],
+) -> None:
+    """All outputs, renamed into place together once all were written."""
+    plots = config.paths.plots
+    with contextlib.ExitStack() as staged:
+
+        def staged_path(path: Path) -> Path:
+            return staged.enter_context(atomic_path(path))
+
+        write_frame(spans, staged_path(config.paths.spans), order=SPANS_ORDER)
+        per_day.write_csv(staged_path(plots / AVAILABLE_PER_DAY))
+        per_month.write_csv(staged_path(plots / LISTINGS_PER_MONTH))
+        write_json(staged_path(config.paths.summary), metrics)
+
+
+def run(config: Config) -> None:
+    last_date = config.last_date
+    rows = read_rows(config)
+    span_query = spans_with_status(rows.lazy(), last_date, config.spans.max_gap_days)
+    spans, per_day, per_month = pl.collect_all(
+        [span_query, available_per_day(rows.lazy()), listings_per_month(span_query, last_date)]
+    )
+    metrics = {
+        **summary(rows, spans, last_date),
+        **change_counts(read_changes(config.paths.changes), config.as_of),
+    }
+    write_outputs(config, spans, per_day, per_month, metrics)
+    listed = spans.filter(pl.col("status") == "listed").height
+    log.info(
+        "%d listing spans of %d symbols (%d listed) through %s; %d symbols with a file that "
+        "day, %d new listings in %d days; %d changes logged",
+        spans.height,
+        metrics["symbols"],
+        listed,
+        last_date,
+        metrics["available_yesterday"],
+        metrics[f"new_listings_last_{RECENT_DAYS}_days"],
+        RECENT_DAYS,
+        metrics["changes_total"],
+    )
+
+
+if __name__ == "__main__":
+    main("report", run)
