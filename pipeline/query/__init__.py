@@ -1,0 +1,247 @@
+"""Questions the dataset answers, as lazy polars scans that read only what they need.
+
+`python -m pipeline.query` (or `vision-query`) asks them on the command line; see cli.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.errors import PipelineError
+from pipeline.spans import listing_spans
+from pipeline.store import SCHEMA, StoreError, partition_files, partition_path
+from pipeline.validate import missing_days_in_spans
+
+# What spans, gaps, listings and stats need: the other columns are never read for them.
+HISTORY_COLUMNS = ("symbol", "date", "available")
+LISTED, DELISTED = "listed", "delisted"
+
+
+class QueryError(PipelineError):
+    """The question cannot be answered as asked: a date outside the dataset, an unknown symbol."""
+
+
+def _files(dataset: Path) -> list[Path]:
+    files = partition_files(dataset)
+    if not files:
+        raise StoreError(
+            f"no partitions under {dataset}: run the pipeline (make update) or `dvc pull`"
+        )
+    return files
+
+
+def scan(dataset: Path, *, day: dt.date | None = None) -> pl.LazyFrame:
+    """The dataset, or with `day` only that day's monthly partition (partition pruning)."""
+    files = _files(dataset)
+    if day is not None:
+        month = partition_path(dataset, day.strftime("%Y-%m"))
+        if month not in files:
+            return pl.LazyFrame(schema=SCHEMA)
+        files = [month]
+    return pl.scan_parquet(files)
+
+
+def history(dataset: Path, *, symbol: str | None = None) -> pl.LazyFrame:
+    """The columns that say when each symbol had a file; with `symbol`, only its rows.
+
+    Partitions are sorted by symbol in small row groups, so the symbol filter, pushed down
+    into the scan, skips most of each file by the row groups' statistics.
+    """
+    rows = scan(dataset).select(HISTORY_COLUMNS)
+    if symbol is None:
+        return rows
+    # A row a day at most: read them once rather than once per pass a query makes over them.
+    return rows.filter(pl.col("symbol") == symbol).collect().lazy()
+
+
+def date_range(dataset: Path) -> tuple[dt.date, dt.date]:
+    """The dataset's first and last date, read from its first and last month only."""
+    files = _files(dataset)  # named YYYY-MM, so sorted by month
+    first = pl.scan_parquet(files[0]).select(pl.col("date").min()).collect().item()
+    last = pl.scan_parquet(files[-1]).select(pl.col("date").max()).collect().item()
+    return first, last
+
+
+def symbols(dataset: Path) -> list[str]:
+    """Every symbol of the dataset, sorted, read from the newest month only.
+
+    Enough by the contract: every symbol has a row on every date from its first file to the
+    last date, delisted or not, so each one is in the newest partition.
+    """
+    newest = _files(dataset)[-1]
+    found = pl.scan_parquet(newest).select(pl.col("symbol").unique().sort()).collect()
+    return found.get_column("symbol").to_list()
+
+
+def check_date(day: dt.date, first: dt.date, last: dt.date) -> None:
+    if not first <= day <= last:
+        raise QueryError(f"{day} is outside the dataset, which runs from {first} to {last}")
+
+
+def check_symbol(symbol: str, known: list[str]) -> None:
+    """Refuse a symbol the dataset does not hold, suggesting close names (case aside)."""
+    if symbol in known:
+        return
+    by_folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(symbol.casefold(), list(by_folded), n=3, cutoff=0.6)
+    if close:
+        raise QueryError(
+            f"unknown symbol {symbol}; did you mean {', '.join(by_folded[c] for c in close)}?"
+        )
+    raise QueryError(
+        f"unknown symbol {symbol}; no symbol has a close name (names are as in the bucket)"
+    )
+
+
+def snapshot(dataset: Path, day: dt.date) -> pl.LazyFrame:
+    """The symbols with a daily file on `day`, with its size and time: one partition read."""
+    return (
+        scan(dataset, day=day)
+        .filter(pl.col("date") == day, pl.col("available"))
+        .select("symbol", "file_size_bytes", "last_modified")
+        .sort("symbol")
+    )
+
+
+def available_on(dataset: Path, day: dt.date) -> list[str]:
+    """The symbols with a daily file on `day`: the survivorship-bias-free universe."""
+    return snapshot(dataset, day).collect().get_column("symbol").to_list()
+
+
+def timeline(dataset: Path, symbol: str) -> pl.DataFrame:
+    """Every row of one symbol, oldest first."""
+    return scan(dataset).filter(pl.col("symbol") == symbol).sort("date").collect()
+
+
+def spans(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """Listing spans (pipeline.spans), numbered per symbol from 1, with a status.
+
+    A span is listed while its last file is at most `max_gap_days` before `last`, since a
+    file after a shorter gap would still extend it; only a symbol's last span can be.
+    """
+    since_last_file = (pl.lit(last) - pl.col("last_date")).dt.total_days()
+    return (
+        listing_spans(rows, last, max_gap_days)
+        .with_columns(
+            span=pl.col("first_date").rank("ordinal").over("symbol").cast(pl.Int64),
+            status=pl.when(since_last_file <= max_gap_days)
+            .then(pl.lit(LISTED))
+            .otherwise(pl.lit(DELISTED)),
+        )
+        .select(
+            "symbol", "span", "first_date", "last_date", "days_available", "days_missing", "status"
+        )
+    )
+
+
+def gaps(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """Stretches of consecutive days without a file inside listing spans, by symbol and date."""
+    missing = missing_days_in_spans(rows, last, max_gap_days).sort("symbol", "date")
+    starts_gap = (pl.col("symbol") != pl.col("symbol").shift()) | (
+        pl.col("date").diff().dt.total_days() != 1
+    )
+    return (
+        missing.with_columns(gap=starts_gap.fill_null(True).cum_sum())
+        .group_by("gap")
+        .agg(
+            pl.col("symbol").first(),
+            first_date=pl.col("date").min(),
+            last_date=pl.col("date").max(),
+            days=pl.len().cast(pl.Int64),
+        )
+        .drop("gap")
+        .sort("symbol", "first_date")
+    )
+
+
+def symbol_timeline(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """Spans with their missing days written out: `2024-05-20, 2024-06-01..2024-06-03`."""
+    listed = spans(rows, last, max_gap_days)
+    stretch = (
+        pl.when(pl.col("days") == 1)
+        .then(pl.col("first_date").dt.to_string())
+        .otherwise(
+            pl.concat_str(
+                pl.col("first_date").dt.to_string(),
+                pl.col("last_date").dt.to_string(),
+                separator="..",
+            )
+        )
+    )
+    missing = (
+        gaps(rows, last, max_gap_days)
+        .join(
+            listed.select("symbol", "span", "first_date", "last_date"), on="symbol", suffix="_span"
+        )
+        .filter(
+            pl.col("first_date").is_between(pl.col("first_date_span"), pl.col("last_date_span"))
+        )
+        .group_by("symbol", "span")
+        .agg(missing_dates=stretch.sort_by("first_date").str.join(", "))
+    )
+    return (
+        listed.join(missing, on=["symbol", "span"], how="left")
+        .with_columns(pl.col("missing_dates").fill_null(""))
+        .sort("symbol", "span")
+    )
+
+
+def listings(rows: pl.LazyFrame, since: dt.date, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """Spans that began (listed, or relisted after an earlier span) or ended (delisted) since
+    `since`; the date is the span's first file, or for a delisting its last file."""
+    # Each span gives up to two events; one unpivot computes the spans once for both.
+    ends = pl.when(pl.col("status") == DELISTED).then(pl.col("last_date"))
+    return (
+        spans(rows, last, max_gap_days)
+        .select("symbol", "span", began="first_date", ended=ends)
+        .unpivot(index=["symbol", "span"], variable_name="kind", value_name="date")
+        .filter(pl.col("date") >= since)
+        .select(
+            "date",
+            "symbol",
+            event=pl.when(pl.col("kind") == "ended")
+            .then(pl.lit(DELISTED))
+            .when(pl.col("span") == 1)
+            .then(pl.lit("listed"))
+            .otherwise(pl.lit("relisted")),
+        )
+        .sort("date", "symbol", "event")
+    )
+
+
+def stats(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """One row of figures about the whole dataset (see cli.py's `stats` for their meaning)."""
+    totals = rows.select(
+        first_date=pl.col("date").min(),
+        last_date=pl.col("date").max(),
+        symbols=pl.col("symbol").n_unique().cast(pl.Int64),
+        available_on_last_date=(pl.col("available") & (pl.col("date") == last))
+        .sum()
+        .cast(pl.Int64),
+        rows=pl.len().cast(pl.Int64),
+        available_share=pl.col("available").mean().round(4),
+    )
+    by_span = spans(rows, last, max_gap_days).select(
+        listed_symbols=(pl.col("status") == LISTED).sum().cast(pl.Int64),
+        listing_spans=pl.len().cast(pl.Int64),
+        relistings=(pl.col("span") > 1).sum().cast(pl.Int64),
+        missing_days_in_spans=pl.col("days_missing").sum().cast(pl.Int64),
+    )
+    found = pl.concat([totals, by_span], how="horizontal")
+    return found.with_columns(delisted_symbols=pl.col("symbols") - pl.col("listed_symbols")).select(
+        "first_date",
+        "last_date",
+        "symbols",
+        "listed_symbols",
+        "delisted_symbols",
+        "available_on_last_date",
+        "rows",
+        "available_share",
+        "listing_spans",
+        "relistings",
+        "missing_days_in_spans",
+    )

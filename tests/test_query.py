@@ -1,0 +1,574 @@
+"""The query CLI: every command and format on a small hand-built dataset, exact outputs; then
+every command on the dataset a real `dvc repro` built from the emulator, against the universe."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import query
+from pipeline.config import load_config
+from pipeline.emulator import Emulator, Universe, object_meta
+from pipeline.query import cli
+from pipeline.scratch import ScratchProject
+from pipeline.store import empty, write_dataset
+from pipeline.symbols import is_delivery
+from pipeline.vision import Layout
+from tests.rows import frame, row
+
+ROOT = Path(__file__).resolve().parent.parent
+D = dt.date.fromisoformat
+ONE_DAY = dt.timedelta(days=1)
+
+
+def days(symbol: str, first: str, last: str = "2024-02-10", *, missing: tuple = ()) -> list[dict]:
+    """One row per day from `first` through `last`, without a file on the `missing` days."""
+    start, end = D(first), D(last)
+    return [
+        row(str(day), symbol, str(day) not in missing)
+        for day in (start + ONE_DAY * i for i in range((end - start).days + 1))
+    ]
+
+
+def stretch(first: str, last: str) -> tuple[str, ...]:
+    start = D(first)
+    return tuple(str(start + ONE_DAY * i) for i in range((D(last) - start).days + 1))
+
+
+# Three months, max_gap_days 3. AAA: missing days inside its span. BBB: a 9-day gap, so a
+# delisting and a relisting. CCC: no file for the last 10 days (delisted). DDD: no file for the
+# last 2 days (still listed). 币安人生USDT: new, and two columns wide per character.
+ROWS = [
+    *days("AAAUSDT", "2023-12-30", missing=("2024-01-05", "2024-01-20", "2024-01-21")),
+    *days("BBBUSDT", "2024-01-03", missing=stretch("2024-01-11", "2024-01-19")),
+    *days("CCCUSDT", "2023-12-28", missing=stretch("2024-02-01", "2024-02-10")),
+    *days("DDDUSDT", "2024-02-01", missing=("2024-02-09", "2024-02-10")),
+    *days("币安人生USDT", "2024-02-05"),
+]
+MAX_GAP_DAYS = 3
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout with params.yaml (max_gap_days 3) and the dataset of ROWS, as the cwd."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["spans"]["max_gap_days"] = MAX_GAP_DAYS
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    config = load_config(tmp_path / "params.yaml")
+    write_dataset(frame(*ROWS), tmp_path / config.paths.dataset, config.dataset, previous=empty())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def ask(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def answer(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code, out, err = ask(capsys, *argv)
+    assert (code, err) == (0, ""), err
+    return out
+
+
+def test_snapshot_lists_the_symbols_with_a_file_that_day(project, capsys):
+    assert answer(capsys, "snapshot", "2024-01-05") == (
+        "symbol   file_size_bytes  last_modified\n"
+        "-------  ---------------  -------------------------\n"
+        "BBBUSDT              100  2024-01-05T06:00:00+00:00\n"
+        "CCCUSDT              100  2024-01-05T06:00:00+00:00\n"
+    )
+
+
+def test_snapshot_as_json_and_csv(project, capsys):
+    assert json.loads(answer(capsys, "snapshot", "2024-02-10", "--format", "json")) == [
+        {"symbol": symbol, "file_size_bytes": 100, "last_modified": "2024-02-10T06:00:00+00:00"}
+        for symbol in ("AAAUSDT", "BBBUSDT", "币安人生USDT")
+    ]
+    assert answer(capsys, "snapshot", "2024-02-10", "--format", "csv") == (
+        "symbol,file_size_bytes,last_modified\n"
+        "AAAUSDT,100,2024-02-10T06:00:00+00:00\n"
+        "BBBUSDT,100,2024-02-10T06:00:00+00:00\n"
+        "币安人生USDT,100,2024-02-10T06:00:00+00:00\n"
+    )
+
+
+def test_snapshot_reads_only_its_month_beside_the_first_and_last(project, capsys):
+    # The dataset's first and last month give its date range; no other month is opened.
+    (project / "data" / "availability" / "2024-01.parquet").write_bytes(b"not parquet")
+    assert answer(capsys, "snapshot", "2023-12-29", "--format", "csv") == (
+        "symbol,file_size_bytes,last_modified\nCCCUSDT,100,2023-12-29T06:00:00+00:00\n"
+    )
+    code, out, err = ask(capsys, "snapshot", "2024-01-05")
+    assert (code, out) == (1, "")
+    assert err.startswith("vision-query: error: cannot read the dataset (")
+    assert err.endswith("restore it with `dvc checkout` or `dvc pull`\n")
+    assert err.count("\n") == 1
+
+
+def test_timeline_shows_each_span_with_its_missing_days(project, capsys):
+    assert answer(capsys, "timeline", "AAAUSDT") == (
+        "symbol   span  first_date  last_date   days_available  days_missing  status  "
+        "missing_dates\n"
+        "-------  ----  ----------  ----------  --------------  ------------  ------  "
+        "----------------------------------\n"
+        "AAAUSDT     1  2023-12-30  2024-02-10              40             3  listed  "
+        "2024-01-05, 2024-01-20..2024-01-21\n"
+    )
+    assert json.loads(answer(capsys, "timeline", "BBBUSDT", "--format", "json")) == [
+        {
+            "symbol": "BBBUSDT",
+            "span": 1,
+            "first_date": "2024-01-03",
+            "last_date": "2024-01-10",
+            "days_available": 8,
+            "days_missing": 0,
+            "status": "delisted",
+            "missing_dates": "",
+        },
+        {
+            "symbol": "BBBUSDT",
+            "span": 2,
+            "first_date": "2024-01-20",
+            "last_date": "2024-02-10",
+            "days_available": 22,
+            "days_missing": 0,
+            "status": "listed",
+            "missing_dates": "",
+        },
+    ]
+    assert answer(capsys, "timeline", "DDDUSDT", "--format", "csv") == (
+        "symbol,span,first_date,last_date,days_available,days_missing,status,missing_dates\n"
+        "DDDUSDT,1,2024-02-01,2024-02-08,8,0,listed,\n"
+    )
+
+
+def test_timeline_of_a_delisted_symbol(project, capsys):
+    assert answer(capsys, "timeline", "CCCUSDT", "--format", "csv") == (
+        "symbol,span,first_date,last_date,days_available,days_missing,status,missing_dates\n"
+        "CCCUSDT,1,2023-12-28,2024-01-31,35,0,delisted,\n"
+    )
+
+
+def test_spans_follow_max_gap_days_of_params(project, capsys):
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["spans"]["max_gap_days"] = 10
+    (project / "wide.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    out = answer(capsys, "timeline", "BBBUSDT", "--params", "wide.yaml", "--format", "csv")
+    assert out == (
+        "symbol,span,first_date,last_date,days_available,days_missing,status,missing_dates\n"
+        "BBBUSDT,1,2024-01-03,2024-02-10,30,9,listed,2024-01-11..2024-01-19\n"
+    )
+
+
+def test_an_unknown_symbol_gets_close_names(project, capsys):
+    assert ask(capsys, "timeline", "bbbusdt") == (
+        2,
+        "",
+        "vision-query: error: unknown symbol bbbusdt; did you mean BBBUSDT?\n",
+    )
+    assert ask(capsys, "gaps", "--symbol", "XYZ") == (
+        2,
+        "",
+        "vision-query: error: unknown symbol XYZ; no symbol has a close name "
+        "(names are as in the bucket)\n",
+    )
+
+
+def test_a_date_outside_the_dataset_is_refused_in_one_line(project, capsys):
+    expected = "the dataset, which runs from 2023-12-28 to 2024-02-10\n"
+    code, out, err = ask(capsys, "snapshot", "2024-02-11")
+    assert (code, out, err) == (2, "", f"vision-query: error: 2024-02-11 is outside {expected}")
+    code, out, err = ask(capsys, "listings", "--since", "2023-12-27")
+    assert (code, out, err) == (2, "", f"vision-query: error: 2023-12-27 is outside {expected}")
+
+
+def test_a_malformed_date_is_a_usage_error(project, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["snapshot", "2024-13-01"])
+    assert exit_.value.code == 2
+    assert "argument DATE: '2024-13-01' is not a date like 2024-03-01" in capsys.readouterr().err
+
+
+def test_listings_since_a_date(project, capsys):
+    assert answer(capsys, "listings", "--since", "2024-01-15") == (
+        "date        symbol        event\n"
+        "----------  ------------  --------\n"
+        "2024-01-20  BBBUSDT       relisted\n"
+        "2024-01-31  CCCUSDT       delisted\n"
+        "2024-02-01  DDDUSDT       listed\n"
+        "2024-02-05  币安人生USDT  listed\n"
+    )
+    assert answer(capsys, "listings", "--since", "2023-12-28", "--format", "csv") == (
+        "date,symbol,event\n"
+        "2023-12-28,CCCUSDT,listed\n"
+        "2023-12-30,AAAUSDT,listed\n"
+        "2024-01-03,BBBUSDT,listed\n"
+        "2024-01-10,BBBUSDT,delisted\n"
+        "2024-01-20,BBBUSDT,relisted\n"
+        "2024-01-31,CCCUSDT,delisted\n"
+        "2024-02-01,DDDUSDT,listed\n"
+        "2024-02-05,币安人生USDT,listed\n"
+    )
+
+
+def test_an_empty_answer_exits_0_in_every_format(project, capsys):
+    since = ("listings", "--since", "2024-02-06")
+    assert answer(capsys, *since) == ("date  symbol  event\n----  ------  -----\n")
+    assert answer(capsys, *since, "--format", "json") == "[]\n"
+    assert answer(capsys, *since, "--format", "csv") == "date,symbol,event\n"
+    assert answer(capsys, "gaps", "--symbol", "DDDUSDT", "--format", "csv") == (
+        "symbol,first_date,last_date,days\n"
+    )
+
+
+def test_gaps_are_the_missing_stretches_inside_spans(project, capsys):
+    # BBB's 9 days end a span and DDD's last 2 follow its last file: neither is inside a span.
+    assert answer(capsys, "gaps") == (
+        "symbol   first_date  last_date   days\n"
+        "-------  ----------  ----------  ----\n"
+        "AAAUSDT  2024-01-05  2024-01-05     1\n"
+        "AAAUSDT  2024-01-20  2024-01-21     2\n"
+    )
+    assert json.loads(answer(capsys, "gaps", "--symbol", "AAAUSDT", "--format", "json")) == [
+        {"symbol": "AAAUSDT", "first_date": "2024-01-05", "last_date": "2024-01-05", "days": 1},
+        {"symbol": "AAAUSDT", "first_date": "2024-01-20", "last_date": "2024-01-21", "days": 2},
+    ]
+
+
+STATS = {
+    "first_date": "2023-12-28",
+    "last_date": "2024-02-10",
+    "symbols": 5,
+    "listed_symbols": 4,
+    "delisted_symbols": 1,
+    "available_on_last_date": 3,
+    "rows": 143,
+    "available_share": 0.8322,  # 119 of 143
+    "listing_spans": 6,
+    "relistings": 1,
+    "missing_days_in_spans": 3,
+}
+
+
+def test_stats_in_every_format(project, capsys):
+    assert answer(capsys, "stats") == (
+        "first_date              2023-12-28\n"
+        "last_date               2024-02-10\n"
+        "symbols                 5\n"
+        "listed_symbols          4\n"
+        "delisted_symbols        1\n"
+        "available_on_last_date  3\n"
+        "rows                    143\n"
+        "available_share         0.8322\n"
+        "listing_spans           6\n"
+        "relistings              1\n"
+        "missing_days_in_spans   3\n"
+    )
+    assert json.loads(answer(capsys, "stats", "--format", "json")) == [STATS]
+    assert answer(capsys, "stats", "--format", "csv") == (
+        ",".join(STATS) + "\n" + ",".join(map(str, STATS.values())) + "\n"
+    )
+
+
+def test_dataset_option_and_a_missing_dataset(project, capsys):
+    (project / "data" / "availability").rename(project / "elsewhere")
+    assert ask(capsys, "stats") == (
+        1,
+        "",
+        "vision-query: error: no partitions under data/availability: "
+        "run the pipeline (make update) or `dvc pull`\n",
+    )
+    assert answer(capsys, "stats", "--dataset", "elsewhere").startswith("first_date  ")
+
+
+def test_missing_params_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert ask(capsys, "stats") == (
+        1,
+        "",
+        "vision-query: error: params.yaml not found: run from the repository root\n",
+    )
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_has_help_with_examples(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([name, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: vision-query {name} [-h] [--format {{table,json,csv}}]")
+    assert f"examples:\n  vision-query {cli.COMMANDS[name].examples[0]}\n" in out
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for entry in cli.COMMANDS.values():
+        assert f"    {entry.name:<10}{entry.summary[:30]}" in out
+    assert "exit codes: 0 with an answer" in out
+
+
+def test_the_query_functions_of_the_readme(project):
+    dataset = project / "data" / "availability"
+    assert query.available_on(dataset, D("2024-01-05")) == ["BBBUSDT", "CCCUSDT"]
+    rows = query.timeline(dataset, "DDDUSDT")
+    assert rows["date"].to_list() == [D("2024-02-01") + ONE_DAY * i for i in range(10)]
+
+
+def test_a_closed_pipe_is_not_an_error(project):
+    # `vision-query ... | head`: the reader is gone before the answer is written.
+    command = [sys.executable, "-m", "pipeline.query", "gaps"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as running:
+        running.stdout.close()
+        stderr = running.stderr.read()
+    assert (running.returncode, stderr) == (0, b"")
+
+
+# End to end: the dataset of a real `dvc repro` on the emulator, asked through a subprocess.
+
+LAYOUT = Layout(market="um", data_type="klines", interval="1m")
+START = D("2024-01-01")
+AS_OF = D("2024-04-01")
+LAST = AS_OF - ONE_DAY
+E2E_MAX_GAP_DAYS = 10
+UNIVERSE = {
+    "today": AS_OF.isoformat(),
+    "market": "um",
+    "data_type": "klines",
+    "intervals": ["1m"],
+    "symbols": {
+        "BTCUSDT": {
+            "spans": [["2019-09-25", None]],
+            "missing": ["2024-02-10", *stretch("2024-03-01", "2024-03-05")],
+        },
+        "ETHUSDT": {"spans": [["2024-01-15", None]]},
+        "OLDUSDT": {"spans": [["2023-06-01", "2024-02-15"]]},
+        # A 19-day gap: delisted, then relisted.
+        "AGAINUSDT": {"spans": [["2024-01-01", "2024-01-31"], ["2024-02-20", None]]},
+        # An 8-day gap: missing days inside one span.
+        "NEARUSDT": {"spans": [["2024-01-01", "2024-02-09"], ["2024-02-18", None]]},
+        # No file for the last 6 days: still listed.
+        "QUIETUSDT": {"spans": [["2024-02-01", "2024-03-25"]]},
+        "LATEUSDT": {"spans": [["2024-01-01", None]], "late": {"2024-03-30": "2024-04-02"}},
+        "币安人生USDT": {"spans": [["2024-03-10", None]]},
+        "BTCUSDT_240628": {"spans": [["2024-01-01", "2024-06-28"]]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Iterator[tuple[ScratchProject, Universe]]:
+    """One real pipeline run for every end-to-end question."""
+    universe = Universe.from_dict(UNIVERSE)
+    with Emulator(universe) as emulator:
+        project = ScratchProject.create(
+            tmp_path_factory.mktemp("query") / "repo",
+            {
+                "vision": {
+                    "listing_url": emulator.listing_url,
+                    "download_url": emulator.download_url,
+                },
+                "dataset": {"start_date": START.isoformat()},
+                "run": {"as_of": AS_OF.isoformat()},
+                "update": {"lookback_days": 5},
+                "probe": {"workers": 8, "timeout_s": 5, "retries": 4, "backoff_s": 0.01},
+                "spans": {"max_gap_days": E2E_MAX_GAP_DAYS},
+            },
+        )
+        project.repro()
+    yield project, universe
+
+
+def run_query(project: ScratchProject, *argv: str) -> subprocess.CompletedProcess[str]:
+    return project.run("python", "-m", "pipeline.query", *argv, check=False)
+
+
+def ask_json(project: ScratchProject, *argv: str) -> list[dict]:
+    result = run_query(project, *argv, "--format", "json")
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    return json.loads(result.stdout)
+
+
+def files(universe: Universe, symbol: str) -> list[dt.date]:
+    """The days the dataset should say `symbol` had a file: the ground truth."""
+    return [d for d in universe.available_dates(symbol) if START <= d <= LAST]
+
+
+def truth_spans(universe: Universe, symbol: str) -> list[dict]:
+    """Listing spans by their definition, day by day, with the days missing inside them."""
+    spans: list[dict] = []
+    for day in files(universe, symbol):
+        if spans and (day - spans[-1]["last_date"]).days - 1 <= E2E_MAX_GAP_DAYS:
+            span = spans[-1]
+            span["missing_dates"] += [
+                span["last_date"] + ONE_DAY * i for i in range(1, (day - span["last_date"]).days)
+            ]
+            span["last_date"] = day
+            span["days_available"] += 1
+        else:
+            spans.append(
+                {"first_date": day, "last_date": day, "days_available": 1, "missing_dates": []}
+            )
+    for number, span in enumerate(spans, start=1):
+        listed = (LAST - span["last_date"]).days <= E2E_MAX_GAP_DAYS
+        span.update(span=number, status="listed" if listed else "delisted")
+    return spans
+
+
+def perpetual(universe: Universe) -> list[str]:
+    return [s for s in universe.symbols if not is_delivery(s)]
+
+
+@pytest.mark.e2e
+def test_e2e_snapshot_is_the_universe_of_the_day(built):
+    project, universe = built
+    for day in (START, D("2024-02-10"), D("2024-03-03"), D("2024-03-30"), LAST):
+        expected = [
+            {
+                "symbol": symbol,
+                "file_size_bytes": meta.size,
+                "last_modified": meta.last_modified.isoformat(),
+            }
+            for symbol in sorted(perpetual(universe))
+            if day in files(universe, symbol)
+            for meta in [object_meta(LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip")]
+        ]
+        assert ask_json(project, "snapshot", day.isoformat()) == expected, day
+
+
+@pytest.mark.e2e
+def test_e2e_timeline_of_every_symbol(built):
+    project, universe = built
+    for symbol in perpetual(universe):
+        expected = [
+            {
+                "symbol": symbol,
+                "span": span["span"],
+                "first_date": span["first_date"].isoformat(),
+                "last_date": span["last_date"].isoformat(),
+                "days_available": span["days_available"],
+                "days_missing": len(span["missing_dates"]),
+                "status": span["status"],
+            }
+            for span in truth_spans(universe, symbol)
+        ]
+        found = ask_json(project, "timeline", symbol)
+        assert [
+            {k: v for k, v in span.items() if k != "missing_dates"} for span in found
+        ] == expected
+    btc = ask_json(project, "timeline", "BTCUSDT")
+    assert [span["missing_dates"] for span in btc] == ["2024-02-10, 2024-03-01..2024-03-05"]
+
+
+@pytest.mark.e2e
+def test_e2e_a_delivery_contract_is_unknown_with_a_suggestion(built):
+    project, _ = built
+    result = run_query(project, "timeline", "BTCUSDT_240628")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "python -m pipeline.query: error: unknown symbol BTCUSDT_240628; did you mean BTCUSDT"
+    )
+
+
+@pytest.mark.e2e
+def test_e2e_listings_since(built):
+    project, universe = built
+    since = D("2024-01-15")
+    expected = []
+    for symbol in perpetual(universe):
+        for span in truth_spans(universe, symbol):
+            if span["first_date"] >= since:
+                event = "listed" if span["span"] == 1 else "relisted"
+                expected.append((span["first_date"].isoformat(), symbol, event))
+            if span["status"] == "delisted" and span["last_date"] >= since:
+                expected.append((span["last_date"].isoformat(), symbol, "delisted"))
+    found = ask_json(project, "listings", "--since", since.isoformat())
+    assert [(e["date"], e["symbol"], e["event"]) for e in found] == sorted(expected)
+    assert {e[1:] for e in expected} == {
+        ("ETHUSDT", "listed"),
+        ("OLDUSDT", "delisted"),
+        ("AGAINUSDT", "delisted"),
+        ("AGAINUSDT", "relisted"),
+        ("QUIETUSDT", "listed"),
+        ("币安人生USDT", "listed"),
+    }
+
+
+@pytest.mark.e2e
+def test_e2e_gaps_are_the_missing_days_inside_spans(built):
+    project, universe = built
+    missing = {
+        (symbol, day)
+        for symbol in perpetual(universe)
+        for span in truth_spans(universe, symbol)
+        for day in span["missing_dates"]
+    }
+    found = ask_json(project, "gaps")
+    days_found = {
+        (gap["symbol"], D(gap["first_date"]) + ONE_DAY * i)
+        for gap in found
+        for i in range(gap["days"])
+    }
+    assert days_found == missing
+    assert sum(gap["days"] for gap in found) == len(missing) == 1 + 5 + 8 + 1
+    assert len(found) == 4  # BTC's two stretches, NEAR's 8 days, LATE's late file
+
+
+@pytest.mark.e2e
+def test_e2e_stats(built):
+    project, universe = built
+    symbols = perpetual(universe)
+    spans = {symbol: truth_spans(universe, symbol) for symbol in symbols}
+    rows = sum((LAST - files(universe, s)[0]).days + 1 for s in symbols)
+    available = sum(len(files(universe, s)) for s in symbols)
+    listed = sum(spans[s][-1]["status"] == "listed" for s in symbols)
+    assert ask_json(project, "stats") == [
+        {
+            "first_date": START.isoformat(),
+            "last_date": LAST.isoformat(),
+            "symbols": len(symbols),
+            "listed_symbols": listed,
+            "delisted_symbols": len(symbols) - listed,
+            "available_on_last_date": sum(LAST in files(universe, s) for s in symbols),
+            "rows": rows,
+            "available_share": round(available / rows, 4),
+            "listing_spans": sum(map(len, spans.values())),
+            "relistings": sum(len(s) - 1 for s in spans.values()),
+            "missing_days_in_spans": sum(
+                len(x["missing_dates"]) for s in spans.values() for x in s
+            ),
+        }
+    ]
+
+
+@pytest.mark.e2e
+def test_e2e_a_date_after_the_data_exits_2_and_each_format_answers(built):
+    project, _ = built
+    result = run_query(project, "snapshot", AS_OF.isoformat())
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"python -m pipeline.query: error: {AS_OF} is outside the dataset, "
+        f"which runs from {START} to {LAST}\n"
+    )
+    csv = run_query(project, "listings", "--since", "2024-03-01", "--format", "csv")
+    assert csv.stdout == "date,symbol,event\n2024-03-10,币安人生USDT,listed\n"
+    table = run_query(project, "gaps", "--symbol", "ETHUSDT")
+    assert (table.returncode, table.stdout) == (
+        0,
+        "symbol  first_date  last_date  days\n" + "------  ----------  ---------  ----\n",
+    )
