@@ -131,8 +131,13 @@ $(VENV)/.python:
 	$(PYTHON) -m venv $(VENV)
 	@touch $@
 
-$(RUNTIME): requirements.lock $(VENV)/.python
+# The locked dependencies, then the project itself, editable, so that its console script
+# (vision-query) is on .venv/bin; offline: the lock's setuptools builds it (no build isolation)
+# and the lock holds its dependencies. $(wildcard): the tests' scratch copies of this Makefile
+# come without pyproject.toml.
+$(RUNTIME): requirements.lock $(wildcard pyproject.toml) $(VENV)/.python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 	@touch $@
 
 $(DEV): requirements-dev.lock $(RUNTIME)

@@ -4,6 +4,7 @@ every command on the dataset a real `dvc repro` built from the emulator, against
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -337,6 +338,19 @@ def test_a_closed_pipe_is_not_an_error(project):
         running.stdout.close()
         stderr = running.stderr.read()
     assert (running.returncode, stderr) == (0, b"")
+
+
+def test_the_console_script_is_installed():
+    (script,) = importlib.metadata.entry_points(group="console_scripts", name="vision-query")
+    assert script.load() is cli.main
+    result = subprocess.run(
+        [Path(sys.executable).parent / "vision-query", "stats", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: vision-query stats")
 
 
 # End to end: the dataset of a real `dvc repro` on the emulator, asked through a subprocess.
