@@ -32,8 +32,8 @@ publish: $(RUNTIME) ## Upload the dataset recorded in dvc.lock to the DVC remote
 install-s3: $(RUNTIME) ## Add dvc-s3 (the s3 extra) to .venv, for an S3 DVC remote
 	@if [ -e $(DEV) ]; then echo "error: dvc-s3 conflicts with the boto3 of the test dependencies" \
 		"in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; fi
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		--constraint <($(LOCKED_VERSIONS)) $$($(S3_EXTRA))
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements-s3.lock
 
 # Where `make report` writes its page (gitignored); each run replaces it.
 REPORT_DIR ?= reports/plots
@@ -118,12 +118,6 @@ export OVERRIDE_PARAMS_PY
 with_overridden_params = saved=$$(mktemp) && cp params.yaml "$$saved" \
 	&& trap 'cp "$$saved" params.yaml && rm -f "$$saved"' EXIT && trap 'exit 130' INT TERM \
 	&& python -c "$$OVERRIDE_PARAMS_PY" && $(1)
-
-# The s3 extra is not in the lock files: it is installed within the versions they pin, so that
-# it cannot move what the pipeline was tested with (s3fs requires its own fsspec release).
-S3_EXTRA = $(BIN)/python -c 'import tomllib; \
-	print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["s3"])'
-LOCKED_VERSIONS = sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' requirements.lock
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

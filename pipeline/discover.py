@@ -24,7 +24,7 @@ def run(config: Config) -> None:
     layout = Layout.from_config(config)
     with VisionClient.from_config(config) as client:
         symbols = discover_symbols(client, layout, config)
-        requests = client.requests
+        requests, retries = client.requests, client.retries
     if not symbols:
         raise PipelineError(
             f"no symbols under {layout.root} at {config.vision.listing_url}: "
@@ -35,9 +35,10 @@ def run(config: Config) -> None:
     changed = write_symbols(path, symbols)
     new, gone = set(symbols) - previous, previous - set(symbols)
     log.info(
-        "discovered %d symbols with %d requests: %d new%s, %d no longer listed; %s %s",
+        "discovered %d symbols with %d requests (%d retries): %d new%s, %d no longer listed; %s %s",
         len(symbols),
         requests,
+        retries,
         len(new),
         f" ({preview(new)})" if new else "",
         len(gone),

@@ -192,7 +192,7 @@ def test_rerun_lists_the_window_of_symbols_backfilled_earlier(project, bucket):
 def test_each_stage_logs_what_it_did_to_the_rotating_log_file(project, bucket):
     assert run_all() == [0, 0, 0, 0]
     log = Path("logs/pipeline.log").read_text(encoding="utf-8")
-    assert " discover INFO discovered 2 symbols with 1 requests: 2 new" in log
+    assert " discover INFO discovered 2 symbols with 1 requests (0 retries): 2 new" in log
     assert " detect_gaps INFO 2 of 2 symbols need their full history" in log
     assert " backfill INFO backfilled 2 symbols (2023-01-01 to 2024-05-31)" in log
     assert " update INFO probed 0 symbols" in log
