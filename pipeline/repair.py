@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import difflib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,22 +109,32 @@ def scope_for(
     return Scope(tuple(sorted(set(symbols))), first, last)
 
 
-def changed_rows(fresh: pl.DataFrame, previous: pl.DataFrame, tracked: set[str]) -> pl.DataFrame:
+def changed_rows(fresh: pl.DataFrame, previous: pl.DataFrame) -> pl.DataFrame:
     """The fresh rows that say something the dataset does not.
 
-    A key the dataset has counts if its file differs; a key it lacks counts if a file is
-    there, or if its symbol is not tracked yet (merge trims it to the first file). The other
-    lacking keys are days before a tracked symbol's first file: nothing to record.
+    A key the dataset has counts if its file differs. A key it lacks always counts: merge
+    drops those before a symbol's first file, and keeps the days after a first file found
+    earlier than the dataset's (which the dataset never had rows for).
     """
     compared = fresh.join(
         previous.select(*KEY, *FILE_STATE), on=list(KEY), how="left", suffix="_old"
     )
     seen = pl.col("available_old").is_not_null()
-    return compared.filter(
-        pl.when(seen)
-        .then(differs(*FILE_STATE, old="_old", new=""))
-        .otherwise(pl.col("available") | ~pl.col("symbol").is_in(list(tracked)))
-    ).select(fresh.columns)
+    return compared.filter(~seen | differs(*FILE_STATE, old="_old", new="")).select(fresh.columns)
+
+
+def probe_ranges(scope: Scope, summary: Summary) -> list[ProbeRange]:
+    """`scope` as ranges; a range that starts before a symbol's known first file reaches it.
+
+    A file found earlier than the dataset's first file moves the symbol's history back, and
+    every day from there to the old first file must get a row: they were never probed.
+    """
+    known = dict(summary.first_files.iter_rows())
+    one_day = dt.timedelta(days=1)
+    return [
+        ProbeRange(s, scope.first, max(scope.last, known.get(s, scope.first) - one_day))
+        for s in scope.symbols
+    ]
 
 
 def repair(config: Config, scope: Scope, summary: Summary) -> Outcome:
@@ -133,13 +144,13 @@ def repair(config: Config, scope: Scope, summary: Summary) -> Outcome:
         fresh, stats = probe(
             client,
             Layout.from_config(config),
-            [ProbeRange(s, scope.first, scope.last) for s in scope.symbols],
+            probe_ranges(scope, summary),
             workers=config.probe.workers,
             probed_at=probed_at,
         )
     months = fresh.select(month_of().unique()).to_series().to_list()
     previous = read_months(config.paths.dataset, months)
-    changed = changed_rows(fresh, previous, summary.symbols)
+    changed = changed_rows(fresh, previous)
     merged = merge(previous, changed, first_files=summary.first_files)
     changes = detect_changes(
         previous, merged, known_through=summary.last_date, detected_at=probed_at
@@ -197,7 +208,12 @@ def run_repair(
 
 @contextlib.contextmanager
 def dvc_lock() -> Iterator[Callable[[], None]]:
-    """Hold DVC's repository lock; yield a function recording the update stage's outputs.
+    """Hold DVC's locks; yield a function recording the update stage's outputs in dvc.lock.
+
+    The repository lock keeps other DVC commands out, but `dvc repro` releases it while a
+    stage's command runs, so the update stage's outputs are also locked for writing, as DVC
+    locks them for a stage: a running update (or validate, which reads them) makes this fail
+    at once, and this makes a stage started meanwhile fail.
 
     Outside a DVC repository (or before the first `dvc repro` recorded the update stage)
     there is nothing to lock against or to record, and the function only says so.
@@ -207,16 +223,27 @@ def dvc_lock() -> Iterator[Callable[[], None]]:
         return
     from dvc.lock import LockError
     from dvc.repo import Repo, lock_repo
+    from dvc.rwlock import rwlock
 
     with Repo() as repo:
         try:
             with lock_repo(repo):
-                yield lambda: _commit(repo)
-        except LockError:
+                (stage,) = repo.stage.collect(UPDATE_STAGE)
+                # DVC's own locking of a stage names the command the same way.
+                command = " ".join(sys.argv)
+                outputs = [out.fs_path for out in stage.outs]
+                hardlink = repo.config["core"].get("hardlink_lock", False)
+                with rwlock(repo.tmp_dir, repo.fs, command, [], outputs, hardlink):
+                    yield lambda: _commit(repo)
+        except LockError as exc:
             raise PipelineError(
-                "another DVC command (probably `dvc repro`) is running in this repository: "
+                f"another DVC command is running in this repository ({_first_line(exc)}): "
                 "wait for it to finish, then run this again"
             ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
 
 
 def _commit(repo: object) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 
 import polars as pl
 import pytest
@@ -210,19 +209,3 @@ def test_late_file_flips_to_available_and_delisted_rows_go_on(project, emulator)
     assert old["date"].max() == final - dt.timedelta(days=1)
     assert not old.filter(pl.col("date") > D("2023-02-28"))["available"].any()
     assert_matches_universe(project, Universe.from_dict(UNIVERSE).with_today(final), final)
-
-
-def test_transient_faults_give_the_same_dataset_as_a_clean_run(
-    project, template, emulator, tmp_path
-):
-    clean = template.copy(tmp_path / "clean")
-    clean.repro()
-    emulator.set_knobs(Knobs(slowdown_rate=0.1, reset_rate=0.1, seed=7))
-    emulator.reset_counters()
-    result = project.repro()
-    faults = emulator.counters()["faults"]
-    injected = faults["slowdown"] + faults["reset"]
-    assert faults["slowdown"] > 0 and faults["reset"] > 0
-    # Every injected fault cost exactly one retry, and the stages' summaries counted them.
-    assert sum(int(n) for n in re.findall(r"\((\d+) retries\)", result.stderr)) == injected
-    assert project.dataset().drop("probe_timestamp").equals(clean.dataset().drop("probe_timestamp"))

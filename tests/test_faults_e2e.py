@@ -194,7 +194,7 @@ PERMANENT = {
         ["listing failed", f"after {RETRIES} retries", "HTTP 200", "response cut short"],
     ),
     "html": ("ETHUSDT", ["HTTP 200", "content type 'text/html'", "not XML"]),
-    "slowdown": ("ETHUSDT", ["listing failed", "HTTP 503 (SlowDown)", f"after {RETRIES} retries"]),
+    "slowdown": ("ETHUSDT", ["listing failed", "HTTP 503 SlowDown", f"after {RETRIES} retries"]),
 }
 
 

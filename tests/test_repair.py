@@ -108,3 +108,26 @@ def test_the_commands_have_help(capsys):
             cli(["--help"])
         assert done.value.code == 0
     assert "--symbols A,B" in capsys.readouterr().out
+
+
+def test_an_earlier_first_file_found_by_a_reprobe_extends_the_history_without_holes(
+    project, bucket
+):
+    assert run_all() == [0, 0, 0, 0]
+    bucket.add_days("币安人生USDT", "2024-05-10", "2024-05-10")  # uploaded long after
+    # The window ends before the recorded first file (2024-05-20): the days up to it are
+    # listed too, since the symbol's history now starts earlier.
+    assert repair(symbols=["币安人生USDT"], since=D("2024-05-08"), until=D("2024-05-12")) == 0
+    assert bucket.queries[-1]["start-after"].endswith("2024-05-08")
+    rows = dataset().filter(pl.col("symbol") == "币安人生USDT").sort("date")
+    assert (
+        rows["date"].to_list()
+        == pl.date_range(D("2024-05-10"), D("2024-05-31"), eager=True).to_list()
+    )
+    assert rows.filter(pl.col("available"))["date"].to_list()[:2] == [
+        D("2024-05-10"),
+        D("2024-05-20"),
+    ]
+    assert read_changes(CHANGES).select("date", "symbol", "kind").rows() == [
+        (D("2024-05-10"), "币安人生USDT", "appeared")
+    ]
