@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import sys
 from pathlib import Path
@@ -155,6 +156,14 @@ def test_the_audit_finds_every_injected_change_once_with_minimal_requests(projec
     assert replaced["old_etag"] != replaced["new_etag"]
     assert dataset_rows(project).equals(expected_rows(CHANGED))
     assert dvc_status_is_clean_for_the_dataset(project)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    answer = run(project, "pipeline.query", "changes", "--since", today, "--format", "json")
+    listed = sorted((c["date"], c["symbol"], c["kind"]) for c in json.loads(answer.stdout))
+    assert listed == [(d.isoformat(), s, k) for d, s, k in INJECTED]
+    tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+    later = run(project, "pipeline.query", "changes", "--since", tomorrow, "--format", "csv")
+    assert later.stdout.splitlines()[0].startswith("detected_at,date,symbol,kind,")
+    assert len(later.stdout.splitlines()) == 1
 
     before = files(project)
     emulator.reset_counters()

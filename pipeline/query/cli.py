@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import query
+from pipeline.changes import CHANGE_KINDS, read_changes
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
 from pipeline.query.output import FORMATS, render
@@ -197,6 +198,34 @@ def gaps(args: argparse.Namespace, context: Context) -> pl.DataFrame:
 def stats(args: argparse.Namespace, context: Context) -> pl.DataFrame:
     rows = query.history(context.dataset)
     return query.stats(rows, context.last_date, context.max_gap_days).collect()
+
+
+@command(
+    "changes",
+    "files that appeared, were removed or were re-uploaded after the dataset recorded them",
+    details=(
+        "From the append-only change log (paths.changes): one row per change, with the old and "
+        "new size, ETag and Last-Modified. --since selects by detected_at, the day the change "
+        "was found; the symbol and date are the file's."
+    ),
+    examples=("changes --since 2024-06-01", "changes --since 2024-06-01 --kind removed"),
+    arguments=(
+        Argument(
+            ("--since",),
+            {"type": iso_date, "metavar": "DATE", "required": True, "help": "YYYY-MM-DD"},
+        ),
+        Argument(("--kind",), {"choices": CHANGE_KINDS, "help": "only changes of this kind"}),
+        Argument(("--symbol",), {"metavar": "SYMBOL", "help": "only this symbol"}),
+    ),
+)
+def changes(args: argparse.Namespace, context: Context) -> pl.DataFrame:
+    log = read_changes(context.config.paths.changes).lazy()
+    found = pl.col("detected_at").dt.date() >= args.since
+    if args.kind:
+        found &= pl.col("kind") == args.kind
+    if args.symbol:
+        found &= pl.col("symbol") == args.symbol
+    return log.filter(found).sort("detected_at", "symbol", "date").collect()
 
 
 EXIT_CODES = (
