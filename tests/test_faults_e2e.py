@@ -357,3 +357,26 @@ def test_update_run_by_hand_during_dvc_repro_takes_no_lock(baseline, emulator, t
     assert_matches_universe(project, Universe.from_dict(UNIVERSE), AS_OF)
     assert dvc_status_is_clean(project)
     assert not [p for p in (project.root / "data").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_repair_during_dvc_repro_fails_at_once_and_changes_nothing(baseline, emulator, tmp_path):
+    project = baseline.project.copy(tmp_path / "repo")
+    throttle(emulator, "ETHUSDT")
+    repro = start(project, "dvc", "repro")
+    try:
+        hold_until(lambda: slowdowns(emulator) > 0, repro)  # the repro is inside its update
+        before = snapshot(project)
+        repair = project.run(
+            sys.executable, "-m", "pipeline.backfill", "--symbols", "BTCUSDT", check=False
+        )
+        during = snapshot(project)
+    finally:
+        emulator.set_knobs(Knobs())
+        _, err = repro.communicate(timeout=60)
+
+    assert repair.returncode == 1
+    assert "another DVC command is running in this repository (" in repair.stderr
+    assert "wait for it to finish, then run this again" in repair.stderr
+    assert changed_files(before, during) == []
+    assert repro.returncode == 0, err
+    assert_matches_universe(project, Universe.from_dict(UNIVERSE), AS_OF)
