@@ -17,6 +17,7 @@ from functools import partial
 
 import polars as pl
 
+from pipeline.arguments import iso_date, symbol_list
 from pipeline.checkpoint import PROBED_AT, Checkpoint, Resumed
 from pipeline.config import Config
 from pipeline.prober import ProbeRange, probe, to_rows
@@ -108,34 +109,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--symbols",
-        type=_names,
+        type=symbol_list,
         metavar="A,B",
         help="comma-separated symbols (default with --since: every symbol)",
     )
     parser.add_argument(
-        "--since", type=_date, metavar="DATE", help="first date to list (default: start_date)"
+        "--since", type=iso_date, metavar="DATE", help="first date to list (default: start_date)"
     )
     parser.add_argument(
-        "--until", type=_date, metavar="DATE", help="last date to list (default: as_of - 1)"
+        "--until", type=iso_date, metavar="DATE", help="last date to list (default: as_of - 1)"
     )
     args = parser.parse_args(argv)
     if args.until and not args.since and not args.symbols:
         parser.error("--until needs --since or --symbols")
     return args
-
-
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"empty symbol name in {text!r}")
-    return names
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date like 2024-05-01: {text!r}") from None
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

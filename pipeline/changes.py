@@ -19,7 +19,16 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.store import KEY, StoreError, atomic_path, write_frame
+from pipeline.config import Config
+from pipeline.store import (
+    KEY,
+    StoreError,
+    Summary,
+    atomic_path,
+    merge,
+    write_dataset,
+    write_frame,
+)
 
 CHANGE_KINDS = ("appeared", "removed", "replaced")
 CHANGES_SCHEMA: dict[str, pl.DataType] = {
@@ -132,3 +141,27 @@ def append_changes(path: Path, changes: pl.DataFrame, *, staged: contextlib.Exit
     # A run logs a key at most once, so this order is total: the same log, the same bytes.
     write_frame(log, staged.enter_context(atomic_path(path)), order=LOG_ORDER)
     return changes.height
+
+
+def merge_and_log(
+    config: Config,
+    summary: Summary,
+    previous: pl.DataFrame,
+    *probed: pl.DataFrame,
+    detected_at: dt.datetime,
+) -> tuple[list[str], int]:
+    """Merge `probed` into the months `previous` holds, log what changed, write both at once.
+
+    Returns the months rewritten and the number of changes logged. The dataset's months and
+    the change log are renamed into place together, after all were written.
+    """
+    merged = merge(previous, *probed, first_files=summary.first_files)
+    changes = detect_changes(
+        previous, merged, known_through=summary.last_date, detected_at=detected_at
+    )
+    with contextlib.ExitStack() as staged:
+        rewritten = write_dataset(
+            merged, config.paths.dataset, config.dataset, previous=previous, staged=staged
+        )
+        logged = append_changes(config.paths.changes, changes, staged=staged)
+    return rewritten, logged

@@ -24,7 +24,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from pipeline.changes import FILE_STATE, append_changes, detect_changes, differs
+from pipeline.changes import FILE_STATE, differs, merge_and_log
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.prober import ProbeRange, ProbeStats, probe
@@ -32,11 +32,9 @@ from pipeline.store import (
     DVC_LOCK,
     KEY,
     Summary,
-    merge,
     month_of,
     read_months,
     summarize,
-    write_dataset,
 )
 from pipeline.symbols import in_scope, preview, read_symbols
 from pipeline.vision import Layout, VisionClient
@@ -151,15 +149,7 @@ def repair(config: Config, scope: Scope, summary: Summary) -> Outcome:
     months = fresh.select(month_of().unique()).to_series().to_list()
     previous = read_months(config.paths.dataset, months)
     changed = changed_rows(fresh, previous)
-    merged = merge(previous, changed, first_files=summary.first_files)
-    changes = detect_changes(
-        previous, merged, known_through=summary.last_date, detected_at=probed_at
-    )
-    with contextlib.ExitStack() as staged:
-        rewritten = write_dataset(
-            merged, config.paths.dataset, config.dataset, previous=previous, staged=staged
-        )
-        logged = append_changes(config.paths.changes, changes, staged=staged)
+    rewritten, logged = merge_and_log(config, summary, previous, changed, detected_at=probed_at)
     return Outcome(stats=stats, changes=logged, merged_rows=changed.height, months=rewritten)
 
 

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 
 import polars as pl
 
-from pipeline.changes import append_changes, detect_changes
+from pipeline.changes import merge_and_log
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.prober import ProbeRange, ProbeStats, probe
 from pipeline.stage import main
 from pipeline.store import (
     Summary,
-    merge,
     month_of,
     read_months,
     read_probe_file,
     summarize,
-    write_dataset,
     write_json,
 )
 from pipeline.symbols import read_symbols
@@ -145,16 +142,10 @@ def run(config: Config) -> None:
     # Only the months that new rows fall in are read, merged and rewritten.
     months = pl.concat([history, probes]).select(month_of().unique()).to_series().to_list()
     previous = read_months(config.paths.dataset, months)
-    merged = merge(previous, history, probes, first_files=summary.first_files)
-    # Late files flipping to available, files gone or re-uploaded within the window.
-    changes = detect_changes(
-        previous, merged, known_through=summary.last_date, detected_at=probed_at
+    # Logged: late files flipping to available, files gone or re-uploaded within the window.
+    rewritten, logged = merge_and_log(
+        config, summary, previous, history, probes, detected_at=probed_at
     )
-    with contextlib.ExitStack() as staged:
-        rewritten = write_dataset(
-            merged, config.paths.dataset, config.dataset, previous=previous, staged=staged
-        )
-        logged = append_changes(config.paths.changes, changes, staged=staged)
     write_json(
         config.paths.run_metrics,
         run_metrics(

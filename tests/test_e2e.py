@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.emulator import Emulator, Knobs, Universe, object_meta
+from pipeline.emulator import Emulator, Knobs, Universe
 from pipeline.scratch import ScratchProject
 from pipeline.store import SCHEMA
 from pipeline.symbols import is_delivery
@@ -87,7 +87,7 @@ def expected_rows(universe: Universe, as_of: dt.date) -> pl.DataFrame:
             continue
         day = min(files)
         while day <= last:
-            meta = object_meta(LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip")
+            meta = universe.meta(LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip")
             present = day in files
             rows.append(
                 {

@@ -20,9 +20,8 @@ import pytest
 from pipeline.changes import read_changes
 from pipeline.emulator import Emulator, Universe
 from pipeline.scratch import ScratchProject
-from pipeline.store import SCHEMA
 from pipeline.symbols import is_delivery
-from tests.test_e2e import AS_OF, LAYOUT, START, UNIVERSE
+from tests.test_e2e import AS_OF, LAYOUT, START, UNIVERSE, expected_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -110,30 +109,6 @@ def files(project: ScratchProject) -> dict[str, str]:
     }
 
 
-def expected_rows(universe: Universe) -> pl.DataFrame:
-    last = AS_OF - dt.timedelta(days=1)
-    rows = []
-    for symbol in perpetual(universe):
-        present = {d for d in universe.available_dates(symbol) if START <= d <= last}
-        day = min(present)
-        while day <= last:
-            meta = universe.meta(LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip")
-            here = day in present
-            rows.append(
-                {
-                    "date": day,
-                    "symbol": symbol,
-                    "available": here,
-                    "file_size_bytes": meta.size if here else None,
-                    "last_modified": meta.last_modified if here else None,
-                    "etag": meta.etag if here else None,
-                }
-            )
-            day += dt.timedelta(days=1)
-    schema = {k: v for k, v in SCHEMA.items() if k != "probe_timestamp"}
-    return pl.DataFrame(rows, schema=schema).sort("date", "symbol")
-
-
 def dataset_rows(project: ScratchProject) -> pl.DataFrame:
     return project.dataset().drop("probe_timestamp").sort("date", "symbol")
 
@@ -154,7 +129,7 @@ def test_the_audit_finds_every_injected_change_once_with_minimal_requests(projec
     meta = CHANGED.meta(LAYOUT.symbol_prefix("BTCUSDT") + "BTCUSDT-1m-2023-05-05.zip")
     assert (replaced["new_size"], replaced["new_etag"]) == (meta.size, meta.etag)
     assert replaced["old_etag"] != replaced["new_etag"]
-    assert dataset_rows(project).equals(expected_rows(CHANGED))
+    assert dataset_rows(project).equals(expected_rows(CHANGED, AS_OF))
     assert dvc_status_is_clean_for_the_dataset(project)
     today = dt.datetime.now(dt.UTC).date().isoformat()
     answer = run(project, "pipeline.query", "changes", "--since", today, "--format", "json")

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import query
+from pipeline.arguments import iso_date
 from pipeline.changes import CHANGE_KINDS, read_changes
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError
@@ -109,13 +110,6 @@ def command(
         return run
 
     return register
-
-
-def iso_date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2024-03-01") from None
 
 
 SPAN_RULE = (
