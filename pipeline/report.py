@@ -17,14 +17,13 @@ import polars as pl
 
 from pipeline.changes import CHANGE_KINDS, read_changes
 from pipeline.config import Config
-from pipeline.spans import SPANS_SCHEMA, listing_spans
+from pipeline.spans import SPANS_SCHEMA, STATUS, spans_with_status
 from pipeline.stage import main
 from pipeline.store import atomic_path, checked_files, empty, month_of, write_frame, write_json
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("listed", "delisted")
-REPORT_SPANS_SCHEMA: dict[str, pl.DataType] = {**SPANS_SCHEMA, "status": pl.Enum(STATUSES)}
+REPORT_SPANS_SCHEMA: dict[str, pl.DataType] = {**SPANS_SCHEMA, "status": STATUS}
 SPANS_ORDER = ("symbol", "first_date")
 # "Recent" in the summary: 7 days, ending on last_date for listings, on as_of for detections.
 RECENT_DAYS = 7
@@ -32,20 +31,6 @@ RECENT_DAYS = 7
 AVAILABLE_PER_DAY = "available_per_day.csv"
 LISTINGS_PER_MONTH = "listings_per_month.csv"
 COLUMNS = ("date", "symbol", "available")
-
-
-def spans_with_status(rows: pl.LazyFrame, last_date: dt.date, max_gap_days: int) -> pl.LazyFrame:
-    """Listing spans (REPORT_SPANS_SCHEMA) through `last_date`, each listed or delisted.
-
-    A span is still listed while the days without a file since its last one could yet be a
-    gap inside it: at most `max_gap_days` of them, the rule that splits spans. Only a
-    symbol's last span can qualify, since a longer gap separates every other from the next.
-    """
-    days_since_last_file = (pl.lit(last_date) - pl.col("last_date")).dt.total_days()
-    status = pl.when(days_since_last_file <= max_gap_days).then(pl.lit("listed"))
-    return listing_spans(rows, last_date, max_gap_days).with_columns(
-        status=status.otherwise(pl.lit("delisted")).cast(REPORT_SPANS_SCHEMA["status"])
-    )
 
 
 def available_per_day(rows: pl.LazyFrame) -> pl.LazyFrame:

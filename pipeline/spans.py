@@ -13,6 +13,9 @@ SPANS_SCHEMA: dict[str, pl.DataType] = {
     "days_available": pl.Int64(),
     "days_missing": pl.Int64(),
 }
+LISTED, DELISTED = "listed", "delisted"
+STATUS = pl.Enum((LISTED, DELISTED))
+KEY = ("date", "symbol")
 
 
 def listing_spans(rows: pl.LazyFrame, last_date: dt.date, max_gap_days: int) -> pl.LazyFrame:
@@ -51,4 +54,33 @@ def listing_spans(rows: pl.LazyFrame, last_date: dt.date, max_gap_days: int) -> 
         )
         .select(*SPANS_SCHEMA)
         .sort("symbol", "first_date")
+    )
+
+
+def spans_with_status(rows: pl.LazyFrame, last_date: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """Listing spans (SPANS_SCHEMA) with a `status`: listed or delisted as of `last_date`.
+
+    A span is still listed while the days without a file since its last one could yet be a
+    gap inside it: at most `max_gap_days` of them, the rule that splits spans. Only a
+    symbol's last span can qualify, since a longer gap separates every other from the next.
+    """
+    days_since_last_file = (pl.lit(last_date) - pl.col("last_date")).dt.total_days()
+    status = pl.when(days_since_last_file <= max_gap_days).then(pl.lit(LISTED))
+    return listing_spans(rows, last_date, max_gap_days).with_columns(
+        status=status.otherwise(pl.lit(DELISTED)).cast(STATUS)
+    )
+
+
+def missing_days_in_spans(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
+    """(date, symbol) of the rows without a file inside a listing span, sorted.
+
+    In a dataset that keeps its contract they are as many as the spans' days_missing.
+    """
+    spans = listing_spans(rows, last, max_gap_days).filter(pl.col("days_missing") > 0)
+    return (
+        rows.filter(~pl.col("available"))
+        .join(spans, on="symbol")
+        .filter(pl.col("date").is_between(pl.col("first_date"), pl.col("last_date")))
+        .select(*KEY)
+        .sort(*KEY)
     )

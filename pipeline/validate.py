@@ -19,7 +19,7 @@ import polars as pl
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.spans import listing_spans
+from pipeline.spans import missing_days_in_spans
 from pipeline.stage import main
 from pipeline.store import KEY, checked_files, empty, write_json
 from pipeline.symbols import read_symbols
@@ -234,21 +234,6 @@ def absent_symbols(profiles: pl.LazyFrame, symbols: Sequence[str]) -> pl.LazyFra
 
 
 # Figures: what the bucket looks like; each gives its items, sorted, like the checks.
-
-
-def missing_days_in_spans(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
-    """Rows without a file inside a listing span (see pipeline.spans).
-
-    In a dataset that keeps its contract they are as many as the spans' days_missing.
-    """
-    spans = listing_spans(rows, last, max_gap_days).filter(pl.col("days_missing") > 0)
-    return (
-        rows.filter(~pl.col("available"))
-        .join(spans, on="symbol")
-        .filter(pl.col("date").is_between(pl.col("first_date"), pl.col("last_date")))
-        .select(*KEY)
-        .sort(*KEY)
-    )
 
 
 def delisting_candidates(

@@ -53,17 +53,21 @@ def emulator():
         yield server
 
 
+def emulated_params(emulator: Emulator, *, retries: int = 4) -> dict:
+    """params.yaml for a scratch project on `emulator`: this module's dates, quick retries."""
+    return {
+        "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
+        "dataset": {"start_date": START.isoformat()},
+        "run": {"as_of": AS_OF.isoformat()},
+        "update": {"lookback_days": 5},
+        "probe": {"workers": 8, "timeout_s": 5, "retries": retries, "backoff_s": 0.01},
+    }
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory, emulator):
     return ScratchProject.create(
-        tmp_path_factory.mktemp("template") / "repo",
-        {
-            "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
-            "dataset": {"start_date": START.isoformat()},
-            "run": {"as_of": AS_OF.isoformat()},
-            "update": {"lookback_days": 5},
-            "probe": {"workers": 8, "timeout_s": 5, "retries": 4, "backoff_s": 0.01},
-        },
+        tmp_path_factory.mktemp("template") / "repo", emulated_params(emulator)
     )
 
 

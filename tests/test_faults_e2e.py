@@ -25,7 +25,7 @@ import pytest
 from pipeline.emulator import Emulator, Knobs, Universe
 from pipeline.scratch import SOURCE, ScratchProject
 from pipeline.vision import VisionClient, VisionError
-from tests.test_e2e import AS_OF, LAYOUT, START, assert_matches_universe
+from tests.test_e2e import AS_OF, LAYOUT, assert_matches_universe, emulated_params
 from tests.test_e2e import UNIVERSE as AWKWARD
 
 pytestmark = pytest.mark.e2e
@@ -58,13 +58,7 @@ def emulator():
 def template(tmp_path_factory, emulator):
     return ScratchProject.create(
         tmp_path_factory.mktemp("template") / "repo",
-        {
-            "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
-            "dataset": {"start_date": START.isoformat()},
-            "run": {"as_of": AS_OF.isoformat()},
-            "update": {"lookback_days": 5},
-            "probe": {"workers": 8, "timeout_s": 5, "retries": RETRIES, "backoff_s": 0.01},
-        },
+        emulated_params(emulator, retries=RETRIES),
     )
 
 

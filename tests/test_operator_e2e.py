@@ -21,7 +21,7 @@ from pipeline.changes import read_changes
 from pipeline.emulator import Emulator, Universe
 from pipeline.scratch import ScratchProject
 from pipeline.symbols import is_delivery
-from tests.test_e2e import AS_OF, LAYOUT, START, UNIVERSE, expected_rows
+from tests.test_e2e import AS_OF, LAYOUT, START, UNIVERSE, emulated_params, expected_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -57,13 +57,7 @@ def built(tmp_path_factory, emulator):
     """A project after its first `dvc repro`, committed: what an operator starts from."""
     project = ScratchProject.create(
         tmp_path_factory.mktemp("built") / "repo",
-        {
-            "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
-            "dataset": {"start_date": START.isoformat()},
-            "run": {"as_of": AS_OF.isoformat()},
-            "update": {"lookback_days": 5},
-            "probe": {"workers": 8, "timeout_s": 5, "retries": 2, "backoff_s": 0.01},
-        },
+        emulated_params(emulator, retries=2),
     )
     project.repro()
     project.commit("first run")

@@ -28,10 +28,10 @@ from pipeline.report import (
     available_per_day,
     change_counts,
     listings_per_month,
-    spans_with_status,
     summary,
 )
 from pipeline.scratch import ScratchProject
+from pipeline.spans import spans_with_status
 from pipeline.stage import run_stage
 from pipeline.store import write_dataset, write_frame
 from pipeline.symbols import is_delivery

@@ -12,13 +12,11 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.errors import PipelineError
-from pipeline.spans import listing_spans
+from pipeline.spans import DELISTED, LISTED, missing_days_in_spans, spans_with_status
 from pipeline.store import SCHEMA, StoreError, partition_files, partition_path
-from pipeline.validate import missing_days_in_spans
 
 # What spans, gaps, listings and stats need: the other columns are never read for them.
 HISTORY_COLUMNS = ("symbol", "date", "available")
-LISTED, DELISTED = "listed", "delisted"
 
 
 class QueryError(PipelineError):
@@ -118,19 +116,12 @@ def timeline(dataset: Path, symbol: str) -> pl.DataFrame:
 
 
 def spans(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
-    """Listing spans (pipeline.spans), numbered per symbol from 1, with a status.
-
-    A span is listed while its last file is at most `max_gap_days` before `last`, since a
-    file after a shorter gap would still extend it; only a symbol's last span can be.
-    """
-    since_last_file = (pl.lit(last) - pl.col("last_date")).dt.total_days()
+    """Listing spans with their status (pipeline.spans), numbered per symbol from 1."""
     return (
-        listing_spans(rows, last, max_gap_days)
+        spans_with_status(rows, last, max_gap_days)
         .with_columns(
             span=pl.col("first_date").rank("ordinal").over("symbol").cast(pl.Int64),
-            status=pl.when(since_last_file <= max_gap_days)
-            .then(pl.lit(LISTED))
-            .otherwise(pl.lit(DELISTED)),
+            status=pl.col("status").cast(pl.String),
         )
         .select(
             "symbol", "span", "first_date", "last_date", "days_available", "days_missing", "status"
