@@ -120,6 +120,12 @@ SPAN_RULE = (
 )
 
 
+SINCE = Argument(
+    ("--since",), {"type": iso_date, "metavar": "DATE", "required": True, "help": "YYYY-MM-DD"}
+)
+SYMBOL_OPTION = Argument(("--symbol",), {"metavar": "SYMBOL", "help": "only this symbol"})
+
+
 @command(
     "snapshot",
     "the symbols with a daily file on DATE, with its size and upload time",
@@ -151,12 +157,7 @@ def timeline(args: argparse.Namespace, context: Context) -> pl.DataFrame:
         "span) or its last file (delisted)."
     ),
     examples=("listings --since 2024-01-01", "listings --since 2024-01-01 --format csv"),
-    arguments=(
-        Argument(
-            ("--since",),
-            {"type": iso_date, "metavar": "DATE", "required": True, "help": "YYYY-MM-DD"},
-        ),
-    ),
+    arguments=(SINCE,),
 )
 def listings(args: argparse.Namespace, context: Context) -> pl.DataFrame:
     since = context.check_date(args.since)
@@ -169,7 +170,7 @@ def listings(args: argparse.Namespace, context: Context) -> pl.DataFrame:
     "stretches of days without a file inside listing spans",
     details=SPAN_RULE,
     examples=("gaps", "gaps --symbol BTCUSDT --format json"),
-    arguments=(Argument(("--symbol",), {"metavar": "SYMBOL", "help": "only this symbol"}),),
+    arguments=(SYMBOL_OPTION,),
 )
 def gaps(args: argparse.Namespace, context: Context) -> pl.DataFrame:
     symbol = args.symbol and context.check_symbol(args.symbol)
@@ -204,12 +205,9 @@ def stats(args: argparse.Namespace, context: Context) -> pl.DataFrame:
     ),
     examples=("changes --since 2024-06-01", "changes --since 2024-06-01 --kind removed"),
     arguments=(
-        Argument(
-            ("--since",),
-            {"type": iso_date, "metavar": "DATE", "required": True, "help": "YYYY-MM-DD"},
-        ),
+        SINCE,
         Argument(("--kind",), {"choices": CHANGE_KINDS, "help": "only changes of this kind"}),
-        Argument(("--symbol",), {"metavar": "SYMBOL", "help": "only this symbol"}),
+        SYMBOL_OPTION,
     ),
 )
 def changes(args: argparse.Namespace, context: Context) -> pl.DataFrame:
