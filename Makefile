@@ -21,7 +21,7 @@ help: ## List the targets
 
 update: $(RUNTIME) ## Run the pipeline (dvc repro), restoring recorded data from the DVC remote first
 	@if [ -n "$$(dvc remote list)" ]; then $(MAKE) --no-print-directory pull; fi
-	$(if $(AS_OF)$(LOOKBACK_DAYS),$(call with_overridden_params,dvc repro),dvc repro)
+	$(call with_params_of_this_run,dvc repro)
 
 pull: $(RUNTIME) ## Fetch the dataset recorded in dvc.lock from the DVC remote
 	dvc pull --allow-missing
@@ -52,13 +52,15 @@ report: $(RUNTIME) ## Draw the plots of the last run (dvc plots show) into repor
 backfill: $(RUNTIME) ## Re-list SYMBOLS=A,B (whole history) and/or SINCE=DATE [UNTIL=DATE]
 	@[ -n "$${SYMBOLS:-}$${SINCE:-}" ] \
 		|| { echo "error: give SYMBOLS=A,B and/or SINCE=YYYY-MM-DD [UNTIL=YYYY-MM-DD]" >&2; exit 2; }
-	python -m pipeline.backfill $${SYMBOLS:+--symbols "$$SYMBOLS"} \
-		$${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"}
-	dvc repro --single-item validate report
+	$(call with_params_of_this_run,python -m pipeline.backfill $${SYMBOLS:+--symbols "$$SYMBOLS"} \
+		$${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"} && $(VALIDATE_AND_REPORT))
 
 audit: $(RUNTIME) ## Re-list every symbol's whole history; log files re-uploaded, removed or late
-	python -m pipeline.audit
-	dvc repro --single-item validate report
+	$(call with_params_of_this_run,python -m pipeline.audit && $(VALIDATE_AND_REPORT))
+
+# The repairs run with the same one-off AS_OF and LOOKBACK_DAYS as `make update` would.
+VALIDATE_AND_REPORT = dvc repro --single-item validate report
+with_params_of_this_run = $(if $(AS_OF)$(LOOKBACK_DAYS),$(call with_overridden_params,$(1)),$(1))
 
 test: $(DEV) ## Run the test suite (no network: HTTP is mocked or served on 127.0.0.1)
 	pytest

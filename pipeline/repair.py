@@ -80,7 +80,8 @@ def scope_for(
     """
     known = set(read_symbols(config.paths.symbols)) | summary.symbols
     first = since or config.dataset.start_date
-    last = until or config.last_date
+    # Growing the dataset is update's work: a repair re-lists the dates the dataset holds.
+    last = until or min(config.last_date, summary.last_date or config.last_date)
     if first < config.dataset.start_date:
         raise RepairError(
             f"--since {first} is before dataset.start_date ({config.dataset.start_date})"

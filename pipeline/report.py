@@ -17,7 +17,7 @@ import polars as pl
 
 from pipeline.changes import CHANGE_KINDS, read_changes
 from pipeline.config import Config
-from pipeline.spans import SPANS_SCHEMA, STATUS, spans_with_status
+from pipeline.spans import DELISTED, LISTED, SPANS_SCHEMA, STATUS, spans_with_status
 from pipeline.stage import main
 from pipeline.store import atomic_path, checked_files, empty, month_of, write_frame, write_json
 
@@ -47,7 +47,7 @@ def listings_per_month(spans: pl.LazyFrame, last_date: dt.date) -> pl.LazyFrame:
     """
     listings = spans.group_by(month=month_of("first_date")).agg(listings=pl.len())
     delistings = (
-        spans.filter(pl.col("status") == "delisted")
+        spans.filter(pl.col("status") == DELISTED)
         .group_by(month=month_of("last_date"))
         .agg(delistings=pl.len())
     )
@@ -142,7 +142,7 @@ def run(config: Config) -> None:
         **change_counts(read_changes(config.paths.changes), config.as_of),
     }
     write_outputs(config, spans, per_day, per_month, metrics)
-    listed = spans.filter(pl.col("status") == "listed").height
+    listed = spans.filter(pl.col("status") == LISTED).height
     log.info(
         "%d listing spans of %d symbols (%d listed) through %s; %d symbols with a file that "
         "day, %d new listings in %d days; %d changes logged",

@@ -960,3 +960,20 @@ def test_cli_serve_rejects_bad_fault_flags(tmp_path: Path, flag: tuple[str, str]
     done = run_cli("serve", "--universe", str(tmp_path / "u.json"), *flag)
     assert done.returncode == 2
     assert flag[0] in done.stderr
+
+
+def test_a_reuploaded_file_is_listed_headed_and_got_with_its_new_metadata(
+    universe: Universe,
+) -> None:
+    key = zip_key("BTCUSDT", "2020-05-05")
+    changed = universe.with_reupload("BTCUSDT", "2020-05-05", on=TODAY)
+    meta = changed.meta(key)
+    assert meta != object_meta(key) and meta.last_modified.date() == TODAY
+    listed = dict(list_objects(changed, prefix=key).keys)
+    assert listed[key] == meta
+    with Emulator(changed) as server:
+        head = requests.head(f"{server.download_url}/{key}", timeout=5)
+        got = requests.get(f"{server.download_url}/{key}", timeout=5)
+    assert head.headers["ETag"] == f'"{meta.etag}"'
+    assert int(head.headers["Content-Length"]) == meta.size == len(got.content)
+    assert got.content == object_body(key, meta) != object_body(key)

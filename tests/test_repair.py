@@ -131,3 +131,11 @@ def test_an_earlier_first_file_found_by_a_reprobe_extends_the_history_without_ho
     assert read_changes(CHANGES).select("date", "symbol", "kind").rows() == [
         (D("2024-05-10"), "币安人生USDT", "appeared")
     ]
+
+
+def test_a_repair_re_lists_the_dates_the_dataset_holds_and_leaves_growth_to_update(project, bucket):
+    assert run_all() == [0, 0, 0, 0]
+    bucket.add_days("BTCUSDT", "2024-06-01", "2024-06-02")
+    stages.set_as_of(project, "2024-06-03")  # today's update has not run yet
+    assert repair(symbols=["BTCUSDT"]) == 0
+    assert dataset()["date"].max() == D("2024-05-31")

@@ -175,13 +175,14 @@ def test_least_privilege_pinned_actions_and_no_expression_in_scripts():
 def test_update_then_publish_then_the_commit_only_when_something_changed():
     runs = [s.get("run", "") for s in steps()]
     update = runs.index('make update AS_OF="$AS_OF" LOOKBACK_DAYS="$LOOKBACK_DAYS"')
-    audit = runs.index("make audit")
+    audit = runs.index('make audit AS_OF="$AS_OF" LOOKBACK_DAYS="$LOOKBACK_DAYS"')
     publish = runs.index("make publish")
     stage = steps().index(step("Stage symbols.json, dvc.lock and the metrics"))
     commit = steps().index(step("Commit and push"))
     assert update < audit < publish < stage < commit
-    assert steps()[update]["env"]["AS_OF"] == "${{ inputs.as_of }}"
-    assert steps()[update]["env"]["LOOKBACK_DAYS"] == "${{ inputs.lookback }}"
+    for pinned in (update, audit):  # the audit runs with the same one-off params
+        assert steps()[pinned]["env"]["AS_OF"] == "${{ inputs.as_of }}"
+        assert steps()[pinned]["env"]["LOOKBACK_DAYS"] == "${{ inputs.lookback }}"
     assert steps()[commit]["if"] == "steps.changes.outputs.changed == 'true'"
     assert "[skip ci]" in steps()[commit]["run"]
     # Nothing after a failure but the report: no publish, no commit (no `if: always()`).

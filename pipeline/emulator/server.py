@@ -41,7 +41,6 @@ from pipeline.emulator.universe import (
     Universe,
     list_objects,
     object_body,
-    object_meta,
 )
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -477,7 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.state.universe.has_object(key):
             self._send_error(404, "NoSuchKey", "The specified key does not exist.", method, key)
             return
-        meta = object_meta(key)
+        meta = self.state.universe.meta(key)
         content_type = "text/plain" if key.endswith(CHECKSUM_SUFFIX) else "application/zip"
         headers = {
             "ETag": f'"{meta.etag}"',
@@ -487,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "HEAD":
             self._send(200, b"", content_type, method, headers=headers, length=meta.size)
         else:
-            self._send(200, object_body(key), content_type, method, headers=headers)
+            self._send(200, object_body(key, meta), content_type, method, headers=headers)
 
     def _reset_connection(self) -> None:
         """Close with SO_LINGER(1, 0) so the kernel sends RST instead of a clean FIN."""

@@ -561,11 +561,17 @@ def list_objects(
     return ListPage(keys, common_prefixes, is_truncated=False, last_returned=last)
 
 
-def object_body(key: str) -> bytes:
-    """The bytes a GET returns: pseudo-random for a zip, `sha256  name\\n` for its .CHECKSUM."""
+def object_body(key: str, meta: ObjectMeta | None = None) -> bytes:
+    """The bytes a GET returns: pseudo-random for a zip, `sha256  name\\n` for its .CHECKSUM.
+
+    `meta` is the zip's as listed (`Universe.meta`): a re-uploaded zip has other bytes, seeded
+    by its ETag; its .CHECKSUM is left as it was, as the listing leaves it.
+    """
     if key.endswith(CHECKSUM_SUFFIX):
         zip_key = key[: -len(CHECKSUM_SUFFIX)]
         digest = hashlib.sha256(object_body(zip_key)).hexdigest()
         return f"{digest}  {zip_key.rpartition('/')[2]}\n".encode()
-    size = object_meta(key).size
-    return hashlib.shake_256(b"vision-body\0" + key.encode()).digest(size)
+    original = object_meta(key)
+    if meta is None or meta == original:
+        return hashlib.shake_256(b"vision-body\0" + key.encode()).digest(original.size)
+    return hashlib.shake_256(b"vision-body\0" + meta.etag.encode()).digest(meta.size)

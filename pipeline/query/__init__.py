@@ -197,7 +197,7 @@ def listings(rows: pl.LazyFrame, since: dt.date, last: dt.date, max_gap_days: in
             event=pl.when(pl.col("kind") == "ended")
             .then(pl.lit(DELISTED))
             .when(pl.col("span") == 1)
-            .then(pl.lit("listed"))
+            .then(pl.lit(LISTED))
             .otherwise(pl.lit("relisted")),
         )
         .sort("date", "symbol", "event")
