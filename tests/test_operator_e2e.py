@@ -125,19 +125,21 @@ def test_the_audit_finds_every_injected_change_once_with_minimal_requests(projec
     assert replaced["old_etag"] != replaced["new_etag"]
     assert dataset_rows(project).equals(expected_rows(CHANGED, AS_OF))
     assert dvc_status_is_clean_for_the_dataset(project)
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    answer = run(project, "pipeline.query", "changes", "--since", today, "--format", "json")
+    # The day the audit ran, from its own stamp: the clock may have passed midnight since.
+    day = changes["detected_at"].min().date()
+    answer = run(project, "pipeline.query", "changes", "--since", str(day), "--format", "json")
     listed = sorted((c["date"], c["symbol"], c["kind"]) for c in json.loads(answer.stdout))
     assert listed == [(d.isoformat(), s, k) for d, s, k in INJECTED]
-    tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+    tomorrow = str(day + dt.timedelta(days=1))
     later = run(project, "pipeline.query", "changes", "--since", tomorrow, "--format", "csv")
     assert later.stdout.splitlines()[0].startswith("detected_at,date,symbol,kind,")
     assert len(later.stdout.splitlines()) == 1
 
-    before = files(project)
+    before, listed_first = files(project), listings(emulator)
     emulator.reset_counters()
     run(project, "pipeline.audit")
     assert files(project) == before  # nothing new: no change row, not a byte rewritten
+    assert listings(emulator) == listed_first
 
 
 def test_an_audit_of_an_unchanged_bucket_writes_nothing(project, emulator):

@@ -70,6 +70,7 @@ def test_an_unknown_symbol_gets_close_names(project, bucket, caplog):
 def test_a_range_reprobe_lists_only_that_window_for_every_symbol(project, bucket):
     assert run_all() == [0, 0, 0, 0]
     bucket.remove_day("币安人生USDT", "2024-05-21")
+    bucket.remove_day("币安人生USDT", "2024-05-25")  # outside the window: left as recorded
     bucket.queries.clear()
     assert repair(since=D("2024-05-20"), until=D("2024-05-22")) == 0
     assert len(bucket.queries) == 2
@@ -77,6 +78,10 @@ def test_a_range_reprobe_lists_only_that_window_for_every_symbol(project, bucket
     assert read_changes(CHANGES).select("date", "symbol", "kind").rows() == [
         (D("2024-05-21"), "币安人生USDT", "removed")
     ]
+    outside = dataset().filter(
+        pl.col("symbol") == "币安人生USDT", pl.col("date") == D("2024-05-25")
+    )
+    assert outside["available"].to_list() == [True]
 
 
 def test_the_audit_finds_each_change_once_and_a_quiet_audit_writes_nothing(project, bucket):
@@ -102,12 +107,15 @@ def test_the_audit_finds_each_change_once_and_a_quiet_audit_writes_nothing(proje
     assert snapshot() == before
 
 
-def test_the_commands_have_help(capsys):
-    for cli in (backfill.cli, audit.cli):
-        with pytest.raises(SystemExit) as done:
-            cli(["--help"])
-        assert done.value.code == 0
-    assert "--symbols A,B" in capsys.readouterr().out
+@pytest.mark.parametrize(
+    ("cli", "says"),
+    [(backfill.cli, "--symbols A,B"), (audit.cli, "List every symbol's whole history")],
+)
+def test_the_commands_have_help(capsys, cli, says):
+    with pytest.raises(SystemExit) as done:
+        cli(["--help"])
+    assert done.value.code == 0
+    assert says in capsys.readouterr().out
 
 
 def test_an_earlier_first_file_found_by_a_reprobe_extends_the_history_without_holes(
@@ -137,5 +145,7 @@ def test_a_repair_re_lists_the_dates_the_dataset_holds_and_leaves_growth_to_upda
     assert run_all() == [0, 0, 0, 0]
     bucket.add_days("BTCUSDT", "2024-06-01", "2024-06-02")
     stages.set_as_of(project, "2024-06-03")  # today's update has not run yet
+    bucket.queries.clear()
     assert repair(symbols=["BTCUSDT"]) == 0
+    assert bucket.listed_symbols() == {"BTCUSDT"}
     assert dataset()["date"].max() == D("2024-05-31")
