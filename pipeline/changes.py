@@ -54,16 +54,19 @@ def detect_changes(
     *,
     known_through: dt.date | None,
     detected_at: dt.datetime,
+    tracked: set[str] | None = None,
 ) -> pl.DataFrame:
     """What `merged` changes of `previous` (rows of the same months), as change-log rows.
 
     `known_through` is the dataset's last date before the run: a key `previous` lacks is a
     change only if it lies within the known history of a symbol `previous` has (a file found
-    before the symbol's recorded first file); later days are new.
+    before the symbol's recorded first file); later days are new. `tracked` names the
+    symbols the whole dataset has, when `previous` holds only some of its months.
     """
     old = previous.select(*KEY, *FILE_STATE)
     new = merged.select(*KEY, *FILE_STATE)
-    known_symbols = old.select("symbol").unique()
+    symbols = old.get_column("symbol").unique().to_list() if tracked is None else list(tracked)
+    known_symbols = pl.DataFrame({"symbol": symbols}, schema={"symbol": pl.String})
     added = (
         new.join(old, on=list(KEY), how="anti")
         .join(known_symbols, on="symbol", how="semi")
@@ -157,7 +160,11 @@ def merge_and_log(
     """
     merged = merge(previous, *probed, first_files=summary.first_files)
     changes = detect_changes(
-        previous, merged, known_through=summary.last_date, detected_at=detected_at
+        previous,
+        merged,
+        known_through=summary.last_date,
+        detected_at=detected_at,
+        tracked=summary.symbols,
     )
     with contextlib.ExitStack() as staged:
         rewritten = write_dataset(

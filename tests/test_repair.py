@@ -149,3 +149,14 @@ def test_a_repair_re_lists_the_dates_the_dataset_holds_and_leaves_growth_to_upda
     assert repair(symbols=["BTCUSDT"]) == 0
     assert bucket.listed_symbols() == {"BTCUSDT"}
     assert dataset()["date"].max() == D("2024-05-31")
+
+
+def test_an_earlier_first_file_in_a_month_the_dataset_lacks_is_logged(project, bucket):
+    bucket.add_days("NEWUSDT", "2024-05-01", "2024-05-31")
+    assert run_all() == [0, 0, 0, 0]
+    bucket.add_days("NEWUSDT", "2024-04-10", "2024-04-10")  # a month the dataset never had
+    assert repair(symbols=["NEWUSDT"], since=D("2024-04-08"), until=D("2024-04-12")) == 0
+    assert dataset().filter(pl.col("symbol") == "NEWUSDT")["date"].min() == D("2024-04-10")
+    assert read_changes(CHANGES).select("date", "symbol", "kind").rows() == [
+        (D("2024-04-10"), "NEWUSDT", "appeared")
+    ]
