@@ -14,14 +14,31 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONUTF8 := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help update pull publish install-s3 report backfill audit test lint format dag status demo bench clean distclean
+.PHONY: help update backfill audit report pull publish install-s3 test lint format dag status demo bench clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-update: $(RUNTIME) ## Run the pipeline (dvc repro), restoring recorded data from the DVC remote first
-	@if [ -n "$$(dvc remote list)" ]; then $(MAKE) --no-print-directory pull; fi
-	$(call with_params_of_this_run,dvc repro)
+# The pipeline's commands (pipeline/ops): each runs `dvc repro`, the only writer of the data,
+# with its one-off params in params.yaml for that run only (put back afterwards, and by the next
+# command if a run was killed). AS_OF, LOOKBACK_DAYS, SYMBOLS, SINCE and UNTIL reach them through
+# the environment, never the recipe text.
+OPS := python -m pipeline.ops
+RUN_FLAGS = $${AS_OF:+--as-of "$$AS_OF"} $${LOOKBACK_DAYS:+--lookback-days "$$LOOKBACK_DAYS"}
+REPAIR_FLAGS = $${SYMBOLS:+--symbols "$$SYMBOLS"} $${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"}
+export AS_OF LOOKBACK_DAYS SYMBOLS SINCE UNTIL
+
+update: $(RUNTIME) ## Run the pipeline (dvc repro) [AS_OF=DATE] [LOOKBACK_DAYS=N], after a dvc pull
+	$(OPS) update $(RUN_FLAGS)
+
+backfill: $(RUNTIME) ## The same, re-listing SYMBOLS=A,B (whole history) and/or SINCE=DATE [UNTIL=DATE]
+	$(OPS) backfill $(RUN_FLAGS) $(REPAIR_FLAGS)
+
+audit: $(RUNTIME) ## The same, re-listing every symbol's whole history; logs what changed
+	$(OPS) audit $(RUN_FLAGS)
+
+report: $(RUNTIME) ## Draw the plots of the last run (dvc plots show) into reports/plots/index.html
+	$(OPS) report --out reports/plots
 
 pull: $(RUNTIME) ## Fetch the dataset recorded in dvc.lock from the DVC remote
 	dvc pull --allow-missing
@@ -30,37 +47,8 @@ publish: $(RUNTIME) ## Upload the dataset recorded in dvc.lock to the DVC remote
 	dvc push
 
 install-s3: $(RUNTIME) ## Add dvc-s3 (the s3 extra) to .venv, for an S3 DVC remote
-	@if [ -e $(DEV) ]; then echo "error: dvc-s3 conflicts with the boto3 of the test dependencies" \
-		"in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; fi
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
-		-r requirements-s3.lock
-
-# Where `make report` writes its page (gitignored); each run replaces it.
-REPORT_DIR ?= reports/plots
-
-report: $(RUNTIME) ## Draw the plots of the last run (dvc plots show) into reports/plots/index.html
-	@plots=$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["paths"]["plots"])') \
-		&& ls "$$plots"/*.csv >/dev/null 2>&1 \
-		|| { echo "error: no plot data in $$plots: run the pipeline first (make update)" >&2; exit 1; }
-	@mkdir -p $(REPORT_DIR)  # dvc plots show creates the last folder only
-	dvc plots show --out $(REPORT_DIR)
-
-# Operator repairs (pipeline/repair.py). Each merges what it finds into the dataset, logs every
-# change to data/changes.parquet, records the outputs in dvc.lock (dvc commit update), then
-# validate and report run again on the repaired data. SYMBOLS, SINCE and UNTIL reach the
-# command through the environment (make exports command-line variables), never the recipe text.
-backfill: $(RUNTIME) ## Re-list SYMBOLS=A,B (whole history) and/or SINCE=DATE [UNTIL=DATE]
-	@[ -n "$${SYMBOLS:-}$${SINCE:-}" ] \
-		|| { echo "error: give SYMBOLS=A,B and/or SINCE=YYYY-MM-DD [UNTIL=YYYY-MM-DD]" >&2; exit 2; }
-	$(call with_params_of_this_run,python -m pipeline.backfill $${SYMBOLS:+--symbols "$$SYMBOLS"} \
-		$${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"} && $(VALIDATE_AND_REPORT))
-
-audit: $(RUNTIME) ## Re-list every symbol's whole history; log files re-uploaded, removed or late
-	$(call with_params_of_this_run,python -m pipeline.audit && $(VALIDATE_AND_REPORT))
-
-# The repairs run with the same one-off AS_OF and LOOKBACK_DAYS as `make update` would.
-VALIDATE_AND_REPORT = dvc repro --single-item validate report
-with_params_of_this_run = $(if $(AS_OF)$(LOOKBACK_DAYS),$(call with_overridden_params,$(1)),$(1))
+	@test ! -e $(DEV) || { echo "error: dvc-s3 conflicts with the test dependencies in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-s3.lock
 
 test: $(DEV) ## Run the test suite (no network: HTTP is mocked or served on 127.0.0.1)
 	pytest
@@ -80,7 +68,7 @@ status: $(RUNTIME) ## What dvc repro would rerun, and why
 	dvc status
 
 demo: $(RUNTIME) ## Run the pipeline offline against the bundled emulator, in a scratch copy
-	python -m pipeline.demo
+	python -m devtools.demo
 
 bench: $(RUNTIME) ## Benchmark at real scale on the emulator (50 ms latency); writes bench/results.json
 	python bench/pipeline_bench.py
@@ -91,35 +79,6 @@ clean: ## Remove caches and logs (keeps the dataset and .venv)
 
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)
-
-# One-off overrides of a run's date and lookback: `make update AS_OF=2024-06-01 LOOKBACK_DAYS=40`.
-# params.yaml holds them for that run only: dvc.lock records the values used, and params.yaml is
-# put back byte for byte afterwards, even when the run fails.
-AS_OF ?=
-LOOKBACK_DAYS ?=
-export AS_OF LOOKBACK_DAYS
-define OVERRIDE_PARAMS_PY
-import os
-from pathlib import Path
-
-import yaml
-
-path = Path("params.yaml")
-params = yaml.safe_load(path.read_text(encoding="utf-8"))
-if os.environ["AS_OF"]:
-    params["run"]["as_of"] = os.environ["AS_OF"]
-lookback = os.environ["LOOKBACK_DAYS"]
-if lookback:
-    # Anything but digits is left as text for the stages' own check to reject, naming the key.
-    params["update"]["lookback_days"] = int(lookback) if lookback.isdigit() else lookback
-path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-print("for this run:", f"run.as_of={params['run']['as_of']}",
-      f"update.lookback_days={params['update']['lookback_days']}")
-endef
-export OVERRIDE_PARAMS_PY
-with_overridden_params = saved=$$(mktemp) && cp params.yaml "$$saved" \
-	&& trap 'cp "$$saved" params.yaml && rm -f "$$saved"' EXIT && trap 'exit 130' INT TERM \
-	&& python -c "$$OVERRIDE_PARAMS_PY" && $(1)
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

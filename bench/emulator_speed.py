@@ -2,7 +2,7 @@
 
 Builds the realistic full universe (every real symbol since 2019-09-25), then measures
 1000-key listing pages in process (`list_objects`) and over HTTP against a separate
-`python -m pipeline.emulator serve` process, whose resident memory is read from /proc.
+`python -m devtools.emulator serve` process, whose resident memory is read from /proc.
 
     .venv/bin/python bench/emulator_speed.py [--pages 400] [--http-pages 800] [--workers 8]
 """
@@ -24,8 +24,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.emulator import Universe, generate_universe, list_objects, load_reference  # noqa: E402
-from pipeline.emulator.process import EmulatorProcess  # noqa: E402
+from devtools.emulator import Universe, generate_universe, list_objects, load_reference  # noqa: E402
+from devtools.emulator.process import EmulatorProcess  # noqa: E402
 
 TODAY = date(2026, 11, 29)
 

@@ -35,13 +35,14 @@ from requests.adapters import HTTPAdapter
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from devtools.emulator import Knobs, Universe, generate_universe, load_reference  # noqa: E402
+from devtools.emulator.process import EmulatorProcess  # noqa: E402
+from devtools.scratch import ScratchProject  # noqa: E402
 from pipeline import query  # noqa: E402
-from pipeline.changes import read_changes  # noqa: E402
-from pipeline.emulator import Knobs, Universe, generate_universe, load_reference  # noqa: E402
-from pipeline.emulator.process import EmulatorProcess  # noqa: E402
-from pipeline.scratch import ScratchProject  # noqa: E402
+from pipeline.dataset.changes import read_changes  # noqa: E402
 from pipeline.symbols import is_delivery  # noqa: E402
-from pipeline.vision import PAGE_SIZE, Layout  # noqa: E402
+from pipeline.vision.layout import Layout  # noqa: E402
+from pipeline.vision.listing import PAGE_SIZE  # noqa: E402
 
 TODAY = dt.date(2026, 11, 29)
 START = dt.date(2019, 9, 25)

@@ -19,3 +19,9 @@ def symbol_list(text: str) -> list[str]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"empty symbol name in {text!r}")
     return names
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)

@@ -19,9 +19,10 @@ from urllib.parse import quote, unquote
 
 import polars as pl
 
+from pipeline.atomic import write_text
 from pipeline.config import Config
+from pipeline.dataset.store import PARTITION_SUFFIX, write_parquet
 from pipeline.prober import LISTED_FILES
-from pipeline.store import PARTITION_SUFFIX, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 

@@ -100,6 +100,19 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class Repair:
+    """A one-off re-listing (`run.repair`), set for a single run by `make backfill` or `make audit`.
+
+    The symbols (None: every symbol) are listed again from `since` to `until` (None: the whole
+    history, from dataset.start_date to run.as_of - 1), and whatever differs is merged and logged.
+    """
+
+    symbols: tuple[str, ...] | None
+    since: dt.date | None
+    until: dt.date | None
+
+
+@dataclass(frozen=True)
 class Config:
     vision: VisionConfig
     dataset: DatasetConfig
@@ -109,6 +122,7 @@ class Config:
     validate: ValidateConfig
     spans: SpansConfig
     paths: PathsConfig
+    repair: Repair | None = None
 
     @property
     def last_date(self) -> dt.date:
@@ -176,6 +190,41 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
         paths=PathsConfig(
             **{field.name: reader.path(f"paths.{field.name}") for field in fields(PathsConfig)}
         ),
+        repair=_repair(reader, dataset.start_date, as_of),
+    )
+
+
+REPAIR_KEYS = ("symbols", "since", "until")
+
+
+def _repair(reader: _Reader, start_date: dt.date, as_of: dt.date) -> Repair | None:
+    raw = reader.optional("run.repair")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not set(raw) <= set(REPAIR_KEYS):
+        reader.fail("run.repair", f"must be null or a mapping of {', '.join(REPAIR_KEYS)}")
+    symbols = raw.get("symbols")
+    if symbols is not None and (
+        not isinstance(symbols, list)
+        or not symbols
+        or not all(isinstance(s, str) and s.strip() == s and s for s in symbols)
+    ):
+        reader.fail(
+            "run.repair.symbols", f"must be null or a list of symbol names (got {symbols!r})"
+        )
+    since = reader.optional_date("run.repair.since") if "since" in raw else None
+    until = reader.optional_date("run.repair.until") if "until" in raw else None
+    last_date = as_of - dt.timedelta(days=1)
+    if since is not None and since < start_date:
+        reader.fail("run.repair.since", f"{since} is before dataset.start_date ({start_date})")
+    if until is not None and until > last_date:
+        reader.fail("run.repair.until", f"{until} is after run.as_of - 1 ({last_date})")
+    if since is not None and until is not None and since > until:
+        reader.fail("run.repair.since", f"{since} is after run.repair.until ({until})")
+    return Repair(
+        symbols=None if symbols is None else tuple(sorted(set(symbols))),
+        since=since,
+        until=until,
     )
 
 
@@ -196,6 +245,12 @@ class _Reader:
                 self.fail(key, "is missing")
             node = node[part]
         return node
+
+    def optional(self, key: str) -> Any:
+        """The value at `key`, or None when it is absent (a one-off key need not be written)."""
+        section, _, name = key.rpartition(".")
+        node = self._get(section)
+        return node.get(name) if isinstance(node, dict) else None
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = self._get(key)

@@ -20,19 +20,27 @@ from typing import Literal
 import polars as pl
 from tqdm import tqdm
 
-from pipeline.store import SCHEMA
-from pipeline.vision import (
-    LISTED_COLUMNS,
-    PAGE_SIZE,
-    Layout,
-    ListingPage,
-    VisionClient,
-    typed_file_columns,
-)
+from pipeline.dataset.schema import SCHEMA
+from pipeline.vision.client import VisionClient
+from pipeline.vision.layout import DAILY_SUFFIX, DATE_TEXT_LENGTH, Layout
+from pipeline.vision.listing import PAGE_SIZE, ListingPage
 
 # Each day has two keys (the zip and its .CHECKSUM), so a full page spans this many days.
 PAGE_DAYS = PAGE_SIZE // 2
 ONE_DAY = dt.timedelta(days=1)
+S3_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%.fZ"
+LISTED_FILES = {
+    "symbol": pl.String(),
+    "size": pl.String(),
+    "etag": pl.String(),
+    "last_modified": pl.String(),
+    "date": pl.Date(),
+}
+"""A symbol's daily files as listed: dated, the file columns still text.
+
+Typing (`typed_file_columns`) runs once over a whole probe instead of once per page: per-page
+work is what bounds a backfill's CPU time.
+"""
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,7 @@ class _Outcome:
         cls, layout: Layout, task: _Task, pages: list[ListingPage], followups: list[_Task]
     ) -> _Outcome:
         # Keys and checksums are dropped here, not at the end: they are most of the memory.
-        objects = pl.concat([page.objects for page in pages])
-        return cls(layout.daily_files(task.symbol, objects), followups)
+        return cls(daily_files(layout, task.symbol, pages), followups)
 
 
 OnListed = Callable[[str, pl.DataFrame], None]
@@ -111,7 +118,7 @@ def probe(
     found = _list_all(client, layout, ranges, workers=workers, on_listed=on_listed)
     rows = to_rows(ranges, found, probed_at)
     stats = ProbeStats(
-        symbols=len(ranges),
+        symbols=len({r.symbol for r in ranges}),
         requests=client.requests - requests_before,
         retries=client.retries - retries_before,
         seconds=time.monotonic() - started,
@@ -128,12 +135,13 @@ def _list_all(
     on_listed: OnListed | None,
 ) -> list[pl.DataFrame]:
     found: list[pl.DataFrame] = []
+    symbols = {r.symbol for r in ranges}
     outstanding: Counter[str] = Counter()
     # Kept only for `on_listed`: a symbol's files, until its last task is done.
     listed: defaultdict[str, list[pl.DataFrame]] = defaultdict(list)
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool,
-        tqdm(total=len(ranges), unit="symbol", desc="probing", disable=None) as progress,
+        tqdm(total=len(symbols), unit="symbol", desc="probing", disable=None) as progress,
     ):
         pending: dict[Future[_Outcome], _Task] = {}
 
@@ -143,7 +151,7 @@ def _list_all(
                 pending[pool.submit(_run, client, layout, task)] = task
 
         submit(_Task("head", r.symbol, r.first, r.last) for r in ranges if r.first <= r.last)
-        progress.update(sum(1 for r in ranges if r.first > r.last))
+        progress.update(len(symbols - {r.symbol for r in ranges if r.first <= r.last}))
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -296,9 +304,35 @@ def to_rows(
     )
 
 
-LISTED_FILES = {
-    "symbol": pl.String(),
-    **dict.fromkeys(LISTED_COLUMNS[1:], pl.String()),
-    "date": pl.Date(),
-}
-"""A symbol's daily files as listed: dated, the file columns still text (see Layout.daily_files)."""
+def daily_files(layout: Layout, symbol: str, pages: Sequence[ListingPage]) -> pl.DataFrame:
+    """`symbol`'s daily zips on `pages`, dated (LISTED_FILES); checksums and strays dropped."""
+    objects = pl.DataFrame(
+        {
+            "key": [key for page in pages for key in page.keys],
+            "size": [size for page in pages for size in page.sizes],
+            "etag": [etag for page in pages for etag in page.etags],
+            "last_modified": [stamp for page in pages for stamp in page.last_modified],
+        },
+        schema=dict.fromkeys(("key", "size", "etag", "last_modified"), pl.String),
+    )
+    day_text = pl.col("key").str.slice(-DATE_TEXT_LENGTH - len(DAILY_SUFFIX), DATE_TEXT_LENGTH)
+    zip_key = pl.concat_str(pl.lit(layout.stem(symbol)), day_text, pl.lit(DAILY_SUFFIX))
+    return (
+        objects.filter(pl.col("key") == zip_key)
+        .select(
+            pl.lit(symbol, dtype=pl.String).alias("symbol"),
+            "size",
+            "etag",
+            "last_modified",
+            date=day_text.str.to_date("%Y-%m-%d", strict=False),
+        )
+        .drop_nulls("date")
+    )
+
+
+def typed_file_columns() -> list[pl.Expr]:
+    """`size` and `last_modified` as the dataset stores them."""
+    return [
+        pl.col("size").cast(pl.Int64).alias("file_size_bytes"),
+        pl.col("last_modified").str.to_datetime(S3_TIMESTAMP, time_zone="UTC", time_unit="us"),
+    ]

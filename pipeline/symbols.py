@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeGuard
 
+from pipeline.atomic import write_text
 from pipeline.config import Contracts
 from pipeline.errors import PipelineError
-from pipeline.store import write_text
 
 # Delivery (quarterly) contracts carry their expiry date: BTCUSDT_250328.
 DELIVERY_SUFFIX = re.compile(r"_\d{6}$")

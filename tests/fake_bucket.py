@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
-from pipeline.vision import Layout
+from pipeline.vision.layout import Layout
 from tests.s3xml import listing
 
 LAYOUT = Layout(market="um", data_type="klines", interval="1m")

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.store import SCHEMA
+from pipeline.dataset.schema import SCHEMA
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -4,8 +4,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from pipeline.changes import CHANGES_SCHEMA, append_changes, detect_changes, read_changes
-from pipeline.store import StoreError
+from pipeline.dataset.changes import CHANGES_SCHEMA, append_changes, detect_changes, read_changes
+from pipeline.dataset.store import StoreError
 from tests.rows import frame, row
 
 D = dt.date.fromisoformat

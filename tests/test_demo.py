@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import demo
+from devtools import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 

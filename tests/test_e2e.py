@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.emulator import Emulator, Knobs, Universe
-from pipeline.scratch import ScratchProject
-from pipeline.store import SCHEMA
+from devtools.emulator import Emulator, Knobs, Universe
+from devtools.scratch import ScratchProject
+from pipeline.dataset.schema import SCHEMA
 from pipeline.symbols import is_delivery
-from pipeline.vision import Layout
+from pipeline.vision.layout import Layout
 
 pytestmark = pytest.mark.e2e
 

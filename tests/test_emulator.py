@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote_plus
 import pytest
 import requests
 
-from pipeline.emulator import (
+from devtools.emulator import (
     Emulator,
     Knobs,
     Universe,
@@ -35,8 +35,8 @@ from pipeline.emulator import (
     object_body,
     object_meta,
 )
-from pipeline.emulator.process import EmulatorProcess
-from pipeline.emulator.server import FAULTS, PREFIX_FAULTS
+from devtools.emulator.process import EmulatorProcess
+from devtools.emulator.server import FAULTS, PREFIX_FAULTS
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 ROOT = "data/futures/um/daily/klines/"
@@ -889,7 +889,7 @@ def test_stop_ends_keep_alive_connections(universe: Universe, http: requests.Ses
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.emulator", *args],
+        [sys.executable, "-m", "devtools.emulator", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -915,7 +915,7 @@ def test_cli_serve_writes_its_port_and_stops_on_sigterm(
     port_file = tmp_path / "port"
     server = subprocess.Popen(
         [
-            *(sys.executable, "-m", "pipeline.emulator", "serve"),
+            *(sys.executable, "-m", "devtools.emulator", "serve"),
             *("--universe", str(universe_file), "--port-file", str(port_file)),
         ],
         cwd=REPO,

@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus
 import pytest
 import requests
 
-from pipeline.emulator import BUCKET, Emulator, Universe
+from devtools.emulator import BUCKET, Emulator, Universe
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")

@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipeline.emulator import Emulator, Knobs, Universe
-from pipeline.scratch import SOURCE, ScratchProject
-from pipeline.vision import VisionClient, VisionError
+from devtools.emulator import Emulator, Knobs, Universe
+from devtools.scratch import SOURCE, ScratchProject
+from pipeline.vision.client import VisionClient, VisionError
 from tests.test_e2e import AS_OF, LAYOUT, assert_matches_universe, emulated_params
 from tests.test_e2e import UNIVERSE as AWKWARD
 

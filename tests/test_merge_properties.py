@@ -22,17 +22,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import DatasetConfig
-from pipeline.store import (
-    KEY,
-    SCHEMA,
-    empty,
-    merge,
-    month_of,
-    partition_files,
-    read_months,
-    summarize,
-    write_dataset,
-)
+from pipeline.dataset.merge import merge
+from pipeline.dataset.schema import KEY, SCHEMA, empty, month_of
+from pipeline.dataset.store import partition_files, read_months, summarize, write_dataset
 from tests.rows import T0
 
 ID = DatasetConfig("um", "klines", "1m", dt.date(2019, 9, 25), "perpetual")

@@ -17,9 +17,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.changes import read_changes
-from pipeline.emulator import Emulator, Universe
-from pipeline.scratch import ScratchProject
+from devtools.emulator import Emulator, Universe
+from devtools.scratch import ScratchProject
+from pipeline.dataset.changes import read_changes
 from pipeline.symbols import is_delivery
 from tests.test_e2e import AS_OF, LAYOUT, START, UNIVERSE, emulated_params, expected_rows
 

@@ -4,9 +4,9 @@ import polars as pl
 import pytest
 import responses
 
+from pipeline.dataset.schema import SCHEMA
 from pipeline.prober import ProbeRange, probe
-from pipeline.store import SCHEMA
-from pipeline.vision import VisionClient, VisionError
+from pipeline.vision.client import VisionClient, VisionError
 from tests.fake_bucket import LAYOUT, FakeBucket
 
 URL = "https://s3.example.test/data.binance.vision"

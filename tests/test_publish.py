@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.emulator import Emulator, Universe
-from pipeline.scratch import MAKE_ENVIRONMENT, SOURCE, ScratchProject
+from devtools.emulator import Emulator, Universe
+from devtools.scratch import MAKE_ENVIRONMENT, SOURCE, ScratchProject
 
 pytestmark = pytest.mark.e2e
 

@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.emulator import Emulator, Universe, object_meta
+from devtools.scratch import ScratchProject
 from pipeline import query
 from pipeline.config import load_config
-from pipeline.emulator import Emulator, Universe, object_meta
+from pipeline.dataset.schema import empty
+from pipeline.dataset.store import write_dataset
 from pipeline.query import cli
-from pipeline.scratch import ScratchProject
-from pipeline.store import empty, write_dataset
 from pipeline.symbols import is_delivery
-from pipeline.vision import Layout
+from pipeline.vision.layout import Layout
 from tests.rows import frame, row
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pipeline import audit, backfill
-from pipeline.changes import read_changes
 from pipeline.repair import run_repair
-from pipeline.stage import run_stage
+
+from pipeline import audit
+from pipeline.dataset.changes import read_changes
+from pipeline.entry import run_stage
+from pipeline.stages import backfill
 from tests import test_stages as stages
 from tests.test_stages import D, dataset, run_all
 

@@ -17,11 +17,15 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline import report
-from pipeline.changes import CHANGES_SCHEMA
+from devtools.emulator import Emulator, Universe
+from devtools.scratch import ScratchProject
 from pipeline.config import load_config
-from pipeline.emulator import Emulator, Universe
-from pipeline.report import (
+from pipeline.dataset.changes import CHANGES_SCHEMA
+from pipeline.dataset.spans import spans_with_status
+from pipeline.dataset.store import write_dataset, write_frame
+from pipeline.entry import run_stage
+from pipeline.stages import report
+from pipeline.stages.report import (
     AVAILABLE_PER_DAY,
     LISTINGS_PER_MONTH,
     REPORT_SPANS_SCHEMA,
@@ -30,10 +34,6 @@ from pipeline.report import (
     listings_per_month,
     summary,
 )
-from pipeline.scratch import ScratchProject
-from pipeline.spans import spans_with_status
-from pipeline.stage import run_stage
-from pipeline.store import write_dataset, write_frame
 from pipeline.symbols import is_delivery
 from tests.rows import frame, row
 

@@ -11,8 +11,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from pipeline.emulator import Emulator, Knobs, Universe
-from pipeline.scratch import ScratchProject
+from devtools.emulator import Emulator, Knobs, Universe
+from devtools.scratch import ScratchProject
 from tests.test_e2e import AS_OF, LAYOUT, START, assert_matches_universe
 
 pytestmark = pytest.mark.e2e

@@ -10,12 +10,12 @@ import pytest
 import responses
 import yaml
 
-from pipeline import backfill, detect_gaps, discover, update, validate
-from pipeline.changes import read_changes
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import load_config
+from pipeline.dataset.changes import read_changes
+from pipeline.entry import run_stage
 from pipeline.prober import LISTED_FILES
-from pipeline.stage import run_stage
+from pipeline.stages import backfill, detect_gaps, discover, update, validate
 from tests.fake_bucket import FakeBucket
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,11 +4,10 @@ import polars as pl
 import pytest
 
 from pipeline.config import DatasetConfig
-from pipeline.store import (
-    SCHEMA,
+from pipeline.dataset.merge import merge
+from pipeline.dataset.schema import SCHEMA, empty
+from pipeline.dataset.store import (
     StoreError,
-    empty,
-    merge,
     partition_files,
     read_months,
     summarize,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from pipeline.config import Config, parse_config
-from pipeline.spans import SPANS_SCHEMA, listing_spans
-from pipeline.validate import Report, RunMetricsError, read_without_files, validate
+from pipeline.dataset.spans import SPANS_SCHEMA, listing_spans
+from pipeline.stages.validate import Report, RunMetricsError, read_without_files, validate
 from tests.rows import frame, row
 
 ROOT = Path(__file__).resolve().parent.parent

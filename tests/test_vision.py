@@ -6,7 +6,9 @@ import requests
 import responses
 
 from pipeline import vision
-from pipeline.vision import Layout, VisionClient, VisionError, parse_listing
+from pipeline.vision.client import VisionClient, VisionError
+from pipeline.vision.layout import Layout
+from pipeline.vision.listing import parse_listing
 from tests.s3xml import NS, error, listing
 
 BASE = "https://s3.example.test/data.binance.vision"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.dataset.schema import SCHEMA
+from pipeline.dataset.spans import DELISTED, LISTED, missing_days_in_spans, spans_with_status
+from pipeline.dataset.store import StoreError, partition_files, partition_path
 from pipeline.errors import PipelineError
-from pipeline.spans import DELISTED, LISTED, missing_days_in_spans, spans_with_status
-from pipeline.store import SCHEMA, StoreError, partition_files, partition_path
 
 # What spans, gaps, listings and stats need: the other columns are never read for them.
 HISTORY_COLUMNS = ("symbol", "date", "available")

@@ -22,8 +22,8 @@ import polars as pl
 
 from pipeline import query
 from pipeline.arguments import iso_date
-from pipeline.changes import CHANGE_KINDS, read_changes
 from pipeline.config import Config, load_config
+from pipeline.dataset.changes import CHANGE_KINDS, read_changes
 from pipeline.errors import PipelineError
 from pipeline.query.output import FORMATS, render
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import requests
 
-from pipeline.emulator.server import Knobs
-from pipeline.emulator.universe import BUCKET, Universe
+from devtools.emulator.server import Knobs
+from devtools.emulator.universe import BUCKET, Universe
 
 STARTUP_TIMEOUT_S = 120
 
 
 class EmulatorProcess:
-    """`python -m pipeline.emulator serve` as a child process, with the `Emulator` API."""
+    """`python -m devtools.emulator serve` as a child process, with the `Emulator` API."""
 
     def __init__(self, universe: Universe, knobs: Knobs | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="vision-emulator-")
@@ -30,7 +30,7 @@ class EmulatorProcess:
         universe.save(folder / "universe.json")
         knobs = knobs or Knobs()
         command = [
-            *(sys.executable, "-m", "pipeline.emulator", "serve"),
+            *(sys.executable, "-m", "devtools.emulator", "serve"),
             *("--universe", str(folder / "universe.json"), "--port-file", str(folder / "port")),
             *("--latency-ms", str(knobs.latency_ms), "--seed", str(knobs.seed)),
             *("--slowdown-rate", str(knobs.slowdown_rate), "--reset-rate", str(knobs.reset_rate)),

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.emulator.universe import Span, SymbolSpec, Universe
+from devtools.emulator.universe import Span, SymbolSpec, Universe
 
 REFERENCE_PATH = Path(__file__).with_name("reference_symbols.json")
 DEFAULT_START = date(2019, 9, 25)

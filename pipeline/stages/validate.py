@@ -17,11 +17,13 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.atomic import write_json
 from pipeline.config import Config
+from pipeline.dataset.schema import KEY, empty
+from pipeline.dataset.spans import missing_days_in_spans
+from pipeline.dataset.store import checked_files
+from pipeline.entry import stage_main
 from pipeline.errors import PipelineError
-from pipeline.spans import missing_days_in_spans
-from pipeline.stage import main
-from pipeline.store import KEY, checked_files, empty, write_json
 from pipeline.symbols import read_symbols
 
 log = logging.getLogger(__name__)
@@ -342,4 +344,4 @@ def run(config: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("validate", run)
+    stage_main("validate", run, __doc__)

@@ -1,11 +1,12 @@
-"""What every stage entry point shares: params, logging, timing, and one-line failures."""
+"""What every stage entry point shares: arguments, params, logging, timing, one-line failures."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.config import Config, load_config
@@ -14,11 +15,10 @@ from pipeline.logs import FILE_ONLY, setup_logging
 
 # Where logging goes until params.yaml is read: a bad params.yaml must be logged too.
 FALLBACK_LOG = Path("logs/pipeline.log")
+PARAMS = Path("params.yaml")
 
 
-def run_stage(
-    name: str, body: Callable[[Config], object], *, params: Path = Path("params.yaml")
-) -> int:
+def run_stage(name: str, body: Callable[[Config], object], *, params: Path = PARAMS) -> int:
     """Run `body` with the validated params; turn a PipelineError into one line and exit 1."""
     setup_logging(name, FALLBACK_LOG)
     log = logging.getLogger(f"pipeline.{name}")
@@ -43,5 +43,23 @@ def run_stage(
     return 0
 
 
-def main(name: str, body: Callable[[Config], object]) -> None:
+def stage_main(
+    name: str,
+    body: Callable[[Config], object],
+    description: str | None,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """A DVC stage's command line: it takes no arguments (params.yaml says everything).
+
+    `--help` prints what the stage does and exits before params.yaml is read or any request
+    is made; an unknown argument exits 2.
+    """
+    summary, _, details = (description or "").strip().partition("\n")
+    argparse.ArgumentParser(
+        prog=f"python -m pipeline.stages.{name}",
+        description=summary,
+        epilog=(details.strip() + "\n\n" if details.strip() else "")
+        + "Reads its settings from params.yaml; DVC runs it (`dvc repro`, `make update`).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
     sys.exit(run_stage(name, body))

@@ -4,9 +4,9 @@
 faults; `generate_universe` builds realistic universes from the real symbol names.
 """
 
-from pipeline.emulator.generate import generate_universe, load_reference
-from pipeline.emulator.server import Emulator, Knobs
-from pipeline.emulator.universe import (
+from devtools.emulator.generate import generate_universe, load_reference
+from devtools.emulator.server import Emulator, Knobs
+from devtools.emulator.universe import (
     BUCKET,
     ListPage,
     ObjectMeta,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.emulator import Emulator, generate_universe, load_reference
-from pipeline.scratch import ScratchProject
-from pipeline.vision import Layout
+from devtools.emulator import Emulator, generate_universe, load_reference
+from devtools.scratch import ScratchProject
+from pipeline.vision.layout import Layout
 
 NEW_SYMBOL = "DEMONEWUSDT"
 

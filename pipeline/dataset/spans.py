@@ -6,6 +6,8 @@ import datetime as dt
 
 import polars as pl
 
+from pipeline.dataset.schema import KEY
+
 SPANS_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "first_date": pl.Date(),
@@ -15,7 +17,6 @@ SPANS_SCHEMA: dict[str, pl.DataType] = {
 }
 LISTED, DELISTED = "listed", "delisted"
 STATUS = pl.Enum((LISTED, DELISTED))
-KEY = ("date", "symbol")
 
 
 def listing_spans(rows: pl.LazyFrame, last_date: dt.date, max_gap_days: int) -> pl.LazyFrame:

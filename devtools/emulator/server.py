@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote_plus, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from pipeline.emulator.universe import (
+from devtools.emulator.universe import (
     BUCKET,
     CHECKSUM_SUFFIX,
     ListPage,

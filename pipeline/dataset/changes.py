@@ -19,16 +19,11 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.atomic import atomic_path
 from pipeline.config import Config
-from pipeline.store import (
-    KEY,
-    StoreError,
-    Summary,
-    atomic_path,
-    merge,
-    write_dataset,
-    write_frame,
-)
+from pipeline.dataset.merge import differs, merge
+from pipeline.dataset.schema import FILE_STATE, KEY
+from pipeline.dataset.store import StoreError, Summary, write_dataset, write_frame
 
 CHANGE_KINDS = ("appeared", "removed", "replaced")
 CHANGES_SCHEMA: dict[str, pl.DataType] = {
@@ -44,8 +39,6 @@ CHANGES_SCHEMA: dict[str, pl.DataType] = {
     "new_last_modified": pl.Datetime("us", "UTC"),
 }
 LOG_ORDER = ("detected_at", "symbol", "date")
-FILE_STATE = ("available", "file_size_bytes", "etag", "last_modified")
-"""What a row says of its file; a row whose state differs from the dataset's is a change."""
 
 
 def detect_changes(
@@ -107,11 +100,6 @@ def detect_changes(
         )
         .sort(*KEY)
     )
-
-
-def differs(*columns: str, old: str = "_old", new: str = "_new") -> pl.Expr:
-    """Whether any of `columns` differs (nulls included) between its two suffixed copies."""
-    return pl.any_horizontal(pl.col(f"{c}{old}").ne_missing(pl.col(f"{c}{new}")) for c in columns)
 
 
 def read_changes(path: Path) -> pl.DataFrame:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from pipeline.atomic import write_text
 from pipeline.config import Config
-from pipeline.stage import main
-from pipeline.store import summarize, write_text
+from pipeline.dataset.store import summarize
+from pipeline.entry import stage_main
 from pipeline.symbols import preview, read_symbols, render_gaps
 
 log = logging.getLogger(__name__)
@@ -31,4 +32,4 @@ def run(config: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("detect_gaps", run)
+    stage_main("detect_gaps", run, __doc__)

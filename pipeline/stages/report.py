@@ -15,11 +15,13 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.changes import CHANGE_KINDS, read_changes
+from pipeline.atomic import atomic_path, write_json
 from pipeline.config import Config
-from pipeline.spans import DELISTED, LISTED, SPANS_SCHEMA, STATUS, spans_with_status
-from pipeline.stage import main
-from pipeline.store import atomic_path, checked_files, empty, month_of, write_frame, write_json
+from pipeline.dataset.changes import CHANGE_KINDS, read_changes
+from pipeline.dataset.schema import empty, month_of
+from pipeline.dataset.spans import DELISTED, LISTED, SPANS_SCHEMA, STATUS, spans_with_status
+from pipeline.dataset.store import checked_files, write_frame
+from pipeline.entry import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -158,4 +160,4 @@ def run(config: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("report", run)
+    stage_main("report", run, __doc__)

@@ -1,4 +1,4 @@
-"""The dataset store: schema, monthly partitions, the newest-probe-wins merge, atomic writes.
+"""The dataset store: monthly partitions, checked before they are read, written atomically.
 
 The dataset is a directory of one Parquet file per month (`2024-01.parquet`), so a daily run
 rewrites only the months it touched and DVC caches only those files again.
@@ -9,82 +9,31 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import yaml
 
+from pipeline.atomic import TEMPORARY_SUFFIX, atomic_path
+from pipeline.dataset.merge import first_files
+from pipeline.dataset.schema import KEY, SCHEMA, empty, month_of
+from pipeline.dvc_lock import DVC_LOCK, recorded_output
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from pipeline.config import DatasetConfig
 
-SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "symbol": pl.String(),
-    "available": pl.Boolean(),
-    "file_size_bytes": pl.Int64(),
-    "last_modified": pl.Datetime("us", "UTC"),
-    "etag": pl.String(),
-    "probe_timestamp": pl.Datetime("us", "UTC"),
-}
-KEY = ("date", "symbol")
 # Within a partition rows are ordered by symbol, in row groups small enough that a query for
 # one symbol's timeline skips most of each file by the row groups' min/max statistics.
 PARTITION_ORDER = ("symbol", "date")
 ROW_GROUP_ROWS = 1000
 PARTITION_SUFFIX = ".parquet"
-DVC_LOCK = Path("dvc.lock")
 
 
 class StoreError(PipelineError):
     """The dataset on disk is missing, unreadable, or does not follow the contract."""
-
-
-def empty() -> pl.DataFrame:
-    return pl.DataFrame(schema=SCHEMA)
-
-
-def merge(*frames: pl.DataFrame, first_files: pl.DataFrame | None = None) -> pl.DataFrame:
-    """One row per (date, symbol): the newest probe wins; ties go to the later frame.
-
-    Rows before a symbol's first available date are dropped, as the contract says: a symbol
-    has rows from its first file onwards. `first_files` (symbol, first_file) adds what is
-    known of first files outside `frames`, when they hold only part of the dataset.
-    """
-    ordered = pl.concat([frame.lazy() for frame in frames], how="vertical").with_row_index("_order")
-    newest = ordered.sort("probe_timestamp", "_order").unique(subset=list(KEY), keep="last")
-    return _from_first_file(newest.drop("_order"), first_files).sort(*KEY).collect()
-
-
-def first_files(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Each symbol's first available date, as (symbol, first_file)."""
-    return rows.filter(pl.col("available")).group_by("symbol").agg(first_file=pl.col("date").min())
-
-
-def _from_first_file(rows: pl.LazyFrame, known: pl.DataFrame | None) -> pl.LazyFrame:
-    firsts = first_files(rows)
-    if known is not None:
-        # A known first file on a date the merged rows hold is theirs to confirm: a newer
-        # probe may have found that file removed, and then the first file moves later.
-        outside = known.lazy().join(
-            rows.select("symbol", first_file="date"), on=["symbol", "first_file"], how="anti"
-        )
-        firsts = pl.concat([firsts, outside]).group_by("symbol").agg(pl.col("first_file").min())
-    return (
-        rows.join(firsts, on="symbol", how="inner")
-        .filter(pl.col("date") >= pl.col("first_file"))
-        .drop("first_file")
-    )
-
-
-def month_of(column: str = "date") -> pl.Expr:
-    return pl.col(column).dt.strftime("%Y-%m")
 
 
 def partition_path(dataset: Path, month: str) -> Path:
@@ -96,8 +45,6 @@ def partition_files(dataset: Path) -> list[Path]:
 
 
 IDENTITY_FILE = "_dataset.json"
-# Temporary files are hidden (.name.xxx.tmp) and listed in .dvcignore, so DVC never hashes one.
-TEMPORARY_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -107,6 +54,15 @@ class Summary:
     symbols: set[str]
     last_date: dt.date | None
     first_files: pl.DataFrame  # symbol, first_file
+
+    @classmethod
+    def nothing(cls) -> Summary:
+        """The summary of a dataset with no rows yet."""
+        return cls(
+            symbols=set(),
+            last_date=None,
+            first_files=pl.DataFrame(schema={"symbol": pl.String, "first_file": pl.Date}),
+        )
 
 
 def summarize(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> Summary:
@@ -118,11 +74,7 @@ def summarize(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) ->
     """
     files = checked_files(dataset, params, lock=lock)
     if not files:
-        return Summary(
-            symbols=set(),
-            last_date=None,
-            first_files=pl.DataFrame(schema={"symbol": pl.String, "first_file": pl.Date}),
-        )
+        return Summary.nothing()
     rows = pl.scan_parquet(files).select("symbol", "date", "available")
     symbols, newest, firsts = pl.collect_all(
         [
@@ -157,7 +109,7 @@ def checked_files(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK
 
 
 def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
-    entry = _dvc_lock_entry(dataset, lock)
+    entry = recorded_output(dataset, lock)
     if entry is None:
         return
     # Only the files DVC records count: a temporary file left by a killed run must not
@@ -234,22 +186,6 @@ def _describe(schema: pl.Schema | dict[str, pl.DataType]) -> str:
     return ", ".join(f"{name}:{dtype}" for name, dtype in schema.items())
 
 
-def _dvc_lock_entry(out: Path, lock: Path = DVC_LOCK) -> dict[str, Any] | None:
-    """The output entry dvc.lock records for `out`, if any stage lists it."""
-    if not lock.exists():
-        return None
-    try:
-        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-    except yaml.YAMLError:
-        raise StoreError(f"{lock} is not valid YAML: resolve it (`git checkout {lock}`)") from None
-    wanted = out.as_posix().rstrip("/")
-    for stage in stages.values():
-        for entry in stage.get("outs", []):
-            if entry.get("path", "").rstrip("/") == wanted:
-                return entry
-    return None
-
-
 def write_dataset(
     merged: pl.DataFrame,
     dataset: Path,
@@ -306,11 +242,9 @@ def _by_month(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
-def write_parquet(
-    rows: pl.DataFrame, path: Path, *, order: tuple[str, ...] = PARTITION_ORDER
-) -> None:
+def write_parquet(rows: pl.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
-        write_frame(rows, tmp, order=order)
+        write_frame(rows, tmp)
 
 
 def write_frame(
@@ -326,28 +260,3 @@ def read_probe_file(path: Path) -> pl.DataFrame:
     if not path.exists():
         return empty()
     return _read_partition(path)
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, value: object) -> None:
-    """Canonical JSON (sorted keys, UTF-8): unchanged values give unchanged bytes."""
-    write_text(path, json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` that replaces it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o644)  # mkstemp's 0600 would make the published files private
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

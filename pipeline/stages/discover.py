@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.entry import stage_main
 from pipeline.errors import PipelineError
-from pipeline.stage import main
 from pipeline.symbols import SymbolsError, in_scope, preview, read_symbols, write_symbols
-from pipeline.vision import Layout, VisionClient
+from pipeline.vision.client import VisionClient
+from pipeline.vision.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -59,4 +60,4 @@ def _previous_symbols(path: Path) -> set[str]:
 
 
 if __name__ == "__main__":
-    main("discover", run)
+    stage_main("discover", run, __doc__)

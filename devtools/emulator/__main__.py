@@ -9,14 +9,14 @@ import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline.emulator.generate import (
+from devtools.emulator.generate import (
     DEFAULT_START,
     REFERENCE_PATH,
     generate_universe,
     load_reference,
 )
-from pipeline.emulator.server import PREFIX_FAULTS, Emulator, Knobs
-from pipeline.emulator.universe import Universe
+from devtools.emulator.server import PREFIX_FAULTS, Emulator, Knobs
+from devtools.emulator.universe import Universe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.emulator",
+        prog="python -m devtools.emulator",
         description="An offline, S3-compatible emulator of the Binance Vision bucket.",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

@@ -1,0 +1,7 @@
+"""`python -m pipeline.ops COMMAND`: see cli.py."""
+
+import sys
+
+from pipeline.ops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,176 @@
+"""`python -m pipeline.ops`: the pipeline as an operator runs it, through `dvc repro` only.
+
+Each command puts params.yaml back first if an earlier one-off run was killed, restores the
+recorded data from the DVC remote when one is configured, sets its one-off params for this run
+only, and runs `dvc repro`: DVC stays the only writer of the dataset, its lock keeps two runs
+apart, and dvc.lock records what each run did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from pipeline.arguments import iso_date, positive_int, symbol_list
+from pipeline.config import load_config, parse_config
+from pipeline.dataset.store import summarize
+from pipeline.entry import FALLBACK_LOG, PARAMS
+from pipeline.errors import PipelineError
+from pipeline.logs import setup_logging
+from pipeline.ops.one_off import one_off_params, recover, render_overrides
+from pipeline.planner import check_repair
+from pipeline.symbols import read_symbols
+
+log = logging.getLogger("pipeline.ops")
+
+EXAMPLES = {
+    "update": "make update AS_OF=2024-06-01 LOOKBACK_DAYS=40",
+    "backfill": "make backfill SYMBOLS=NEWUSDT,OTHERUSDT   |   make backfill SINCE=2024-05-01 "
+    "UNTIL=2024-05-03",
+    "audit": "make audit",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m pipeline.ops",
+        description="Run the pipeline (dvc repro) with one-off params that never outlive the run.",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in (
+        ("update", "the daily run: discover, backfill new symbols, re-list the lookback window"),
+        ("backfill", "the daily run, plus chosen symbols and dates listed again and repaired"),
+        ("audit", "the daily run, plus every symbol's whole history listed again and repaired"),
+    ):
+        command = commands.add_parser(
+            name, help=summary, description=summary, epilog=f"example: {EXAMPLES[name]}"
+        )
+        command.add_argument(
+            "--as-of", type=iso_date, metavar="DATE", help="run as of DATE (default: today, UTC)"
+        )
+        command.add_argument(
+            "--lookback-days", type=positive_int, metavar="N", help="re-list the last N days"
+        )
+    backfill = commands.choices["backfill"]
+    backfill.add_argument(
+        "--symbols", type=symbol_list, metavar="A,B", help="their whole history (default: all)"
+    )
+    backfill.add_argument(
+        "--since", type=iso_date, metavar="DATE", help="first date to list (default: start_date)"
+    )
+    backfill.add_argument(
+        "--until", type=iso_date, metavar="DATE", help="last date to list (default: as_of - 1)"
+    )
+    report = commands.add_parser(
+        "report",
+        help="draw the last run's plots into an HTML page (dvc plots show)",
+        description="Draw the plots of the last run (dvc plots show) into DIR/index.html.",
+    )
+    report.add_argument("--out", type=Path, default=Path("reports/plots"), metavar="DIR")
+    return root
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The one-off params a command's arguments ask for, as dotted keys of params.yaml."""
+    overrides: dict[str, Any] = {}
+    if args.as_of is not None:
+        overrides["run.as_of"] = args.as_of.isoformat()
+    if args.lookback_days is not None:
+        overrides["update.lookback_days"] = args.lookback_days
+    if args.command == "audit":
+        overrides["run.repair"] = {"symbols": None, "since": None, "until": None}
+    if args.command == "backfill":
+        overrides["run.repair"] = {
+            "symbols": args.symbols,
+            "since": None if args.since is None else args.since.isoformat(),
+            "until": None if args.until is None else args.until.isoformat(),
+        }
+    return overrides
+
+
+def check_run(params: Path, overrides: dict[str, Any]) -> None:
+    """Refuse bad one-off params (the key named) and unknown symbols before any request."""
+    text = render_overrides(params.read_text(encoding="utf-8"), overrides)
+    today = dt.datetime.now(dt.UTC).date()
+    config = parse_config(yaml.safe_load(text), today=today, source=f"{params} for this run")
+    if config.repair is None or config.repair.symbols is None:
+        return
+    known = (
+        set(read_symbols(config.paths.symbols))
+        | summarize(config.paths.dataset, config.dataset).symbols
+    )
+    check_repair(
+        config.repair, known, config.dataset.contracts, symbols_file=str(config.paths.symbols)
+    )
+
+
+def dvc(*args: str) -> int:
+    """Run a DVC command; a signal to this process reaches it, and its exit code is returned."""
+    child = subprocess.Popen(["dvc", *args])
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    def wait(_signum: int, _frame: FrameType | None) -> None:
+        """Ctrl-C reaches DVC from the terminal already; this process waits for it to stop."""
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, wait),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+    }
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def pull_if_published() -> None:
+    """The data dvc.lock records, from the DVC remote, when one is configured."""
+    remotes = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True, check=True)
+    if remotes.stdout.strip() and dvc("pull", "--allow-missing") != 0:
+        raise PipelineError("dvc pull failed (see above): the run did not start")
+
+
+def report(out: Path) -> int:
+    plots = load_config(PARAMS).paths.plots
+    if not any(plots.glob("*.csv")):
+        raise PipelineError(f"no plot data in {plots}: run the pipeline first (make update)")
+    out.mkdir(parents=True, exist_ok=True)
+    return dvc("plots", "show", "--out", str(out))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command_line = parser()
+    args = command_line.parse_args(argv)
+    if args.command == "backfill" and args.symbols is None and args.since is None:
+        command_line.error("backfill needs --symbols A,B and/or --since DATE [--until DATE]")
+    setup_logging("ops", FALLBACK_LOG)
+    try:
+        recover(PARAMS)
+        if args.command == "report":
+            return report(args.out)
+        pull_if_published()
+        overrides = overrides_of(args)
+        check_run(PARAMS, overrides)
+        if overrides:
+            log.info("for this run: %s", ", ".join(f"{k}={v}" for k, v in overrides.items()))
+        with one_off_params(PARAMS, overrides):
+            return dvc("repro")
+    except PipelineError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
