@@ -16,8 +16,15 @@ export PYTHONUTF8 := 1
 .DEFAULT_GOAL := help
 .PHONY: help update backfill audit report pull publish install-s3 test lint format dag status demo bench clean distclean
 
-help: ## List the targets
+help: ## List the targets, and where their code lives
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@printf '%s\n' "" "Code (README.md, Architecture):" \
+		"  pipeline/ops/       update, backfill, audit, report: one-off params, then dvc repro" \
+		"  pipeline/stages/    one module per DVC stage (dvc.yaml): python -m pipeline.stages.NAME" \
+		"  pipeline/           the core: config, vision/ (layout, listing, client), prober, planner," \
+		"                      dataset/ (schema, store, merge, changes, spans), atomic, symbols" \
+		"  pipeline/query/     vision-query" \
+		"  devtools/           emulator, scratch projects, demo (not installed)"
 
 # The pipeline's commands (pipeline/ops): each runs `dvc repro`, the only writer of the data,
 # with its one-off params in params.yaml for that run only (put back afterwards, and by the next

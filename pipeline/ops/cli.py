@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
             "--lookback-days", type=positive_int, metavar="N", help="re-list the last N days"
         )
     backfill = commands.choices["backfill"]
+    backfill.set_defaults(usage_error=backfill.error)
     backfill.add_argument(
         "--symbols", type=symbol_list, metavar="A,B", help="their whole history (default: all)"
     )
@@ -151,10 +152,9 @@ def report(out: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command_line = parser()
-    args = command_line.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command == "backfill" and args.symbols is None and args.since is None:
-        command_line.error("backfill needs --symbols A,B and/or --since DATE [--until DATE]")
+        args.usage_error("give --symbols A,B and/or --since DATE [--until DATE]")
     setup_logging("ops", FALLBACK_LOG)
     try:
         recover(PARAMS)
