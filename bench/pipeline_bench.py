@@ -1,7 +1,8 @@
 """`make bench`: the pipeline at real scale against the emulator, 50 ms from every request.
 
-Rows: the first `dvc repro` on an empty dataset (full backfill); the full-history audit with
-nothing changed and with injected re-uploads and removals; the next day with no new symbol;
+Rows: the first `dvc repro` on an empty dataset (full backfill); the full-history audit
+(`python -m pipeline.ops audit`: a whole `dvc repro` with run.repair set) with nothing changed
+and with injected re-uploads and removals; the next day with no new symbol;
 the next day with three new symbols; `dvc repro` again with nothing new; and the
 predecessor's way of probing the daily window (one HEAD per symbol and day, 150 threads).
 Each row runs three times and the table shows medians. The emulator runs in a process of its
@@ -52,7 +53,8 @@ NEW_SYMBOLS = {"BENCHNEWAUSDT": 900, "BENCHNEWBUSDT": 400, "BENCHNEWCUSDT": 30} 
 INJECTED_CHANGES = 20  # half re-uploads, half removals, spread over history
 LAYOUT = Layout(market="um", data_type="klines", interval="1m")
 ONE_DAY = dt.timedelta(days=1)
-AUDIT = (sys.executable, "-m", "pipeline.audit")
+# The audit as an operator runs it: the whole pipeline (dvc repro) with run.repair for one run.
+AUDIT = (sys.executable, "-m", "pipeline.ops", "audit")
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def main() -> int:
             project.commit("after the full backfill")
             backfilled = backfilled or project
 
-            audit_minimal = minimal_pages(universe, TODAY, START, discovery=False)
+            audit_minimal = minimal_pages(universe, TODAY, START)
             quiet = project.copy(scratch / f"audit-quiet-{run}")
             figures, _ = measure(quiet, emulator, audit_minimal, AUDIT)
             rows.setdefault("Audit, nothing changed", []).append(figures)
@@ -215,15 +217,14 @@ def minimal_pages(
     first: dt.date,
     *,
     new: set[str] = frozenset(),
-    discovery: bool = True,
 ) -> int:
-    """Discovery pages (if any) plus, per listed prefix, ⌈keys / 1000⌉ (at least one request).
+    """Discovery pages plus, per listed prefix, ⌈keys / 1000⌉ (at least one request).
 
     New symbols are listed for their whole history, every other symbol for [first, as_of).
     """
     last = as_of - ONE_DAY
     folders = len(universe.symbols)
-    pages = math.ceil(folders / PAGE_SIZE) if discovery else 0
+    pages = math.ceil(folders / PAGE_SIZE)
     for symbol in universe.symbols:
         if is_delivery(symbol):
             continue

@@ -16,7 +16,6 @@ Backfill asks with no window and no repair: only the symbols without history get
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -26,7 +25,7 @@ from pipeline.config import Config, Contracts, Repair
 from pipeline.dataset.store import Summary
 from pipeline.errors import PipelineError
 from pipeline.prober import ProbeRange
-from pipeline.symbols import in_scope
+from pipeline.symbols import close_names, in_scope
 
 ONE_DAY = dt.timedelta(days=1)
 
@@ -140,7 +139,7 @@ def check_repair(
                 f"{symbol} is a delivery contract, outside dataset.contracts ({contracts})"
             )
         if symbol not in known:
-            close = difflib.get_close_matches(symbol, sorted(known), n=3)
+            close = close_names(symbol, known)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise PlanError(
                 f"unknown symbol {symbol}: not in {symbols_file} nor the dataset "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections import Counter
@@ -103,3 +104,10 @@ def preview(symbols: Iterable[str], limit: int = 10) -> str:
     names = sorted(symbols)
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def close_names(symbol: str, known: Iterable[str], limit: int = 3) -> list[str]:
+    """Known names close to `symbol` (case aside), closest first, for a "did you mean" hint."""
+    by_folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(symbol.casefold(), list(by_folded), n=limit, cutoff=0.6)
+    return [by_folded[name] for name in close]

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +14,7 @@ from pipeline.dataset.schema import SCHEMA
 from pipeline.dataset.spans import DELISTED, LISTED, missing_days_in_spans, spans_with_status
 from pipeline.dataset.store import StoreError, partition_files, partition_path
 from pipeline.errors import PipelineError
+from pipeline.symbols import close_names
 
 # What spans, gaps, listings and stats need: the other columns are never read for them.
 HISTORY_COLUMNS = ("symbol", "date", "available")
@@ -85,12 +85,9 @@ def check_symbol(symbol: str, known: list[str]) -> None:
     """Refuse a symbol the dataset does not hold, suggesting close names (case aside)."""
     if symbol in known:
         return
-    by_folded = {name.casefold(): name for name in known}
-    close = difflib.get_close_matches(symbol.casefold(), list(by_folded), n=3, cutoff=0.6)
+    close = close_names(symbol, known)
     if close:
-        raise QueryError(
-            f"unknown symbol {symbol}; did you mean {', '.join(by_folded[c] for c in close)}?"
-        )
+        raise QueryError(f"unknown symbol {symbol}; did you mean {', '.join(close)}?")
     raise QueryError(
         f"unknown symbol {symbol}; no symbol has a close name (names are as in the bucket)"
     )
