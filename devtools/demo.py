@@ -24,7 +24,7 @@ NEW_SYMBOL = "DEMONEWUSDT"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--symbols", type=int, default=60, help="symbols in the universe")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated universe")
     parser.add_argument("--keep", type=Path, help="build the scratch project here and keep it")

@@ -117,7 +117,10 @@ def check_run(params: Path, overrides: dict[str, Any]) -> None:
 
 def dvc(*args: str) -> int:
     """Run a DVC command; a signal to this process reaches it, and its exit code is returned."""
-    child = subprocess.Popen(["dvc", *args])
+    try:
+        child = subprocess.Popen(["dvc", *args])
+    except OSError as exc:
+        raise PipelineError(f"cannot run dvc ({exc.strerror}): run through make (.venv)") from None
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
@@ -138,7 +141,13 @@ def dvc(*args: str) -> int:
 
 def pull_if_published() -> None:
     """The data dvc.lock records, from the DVC remote, when one is configured."""
-    remotes = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True, check=True)
+    try:
+        remotes = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
+    except OSError as exc:
+        raise PipelineError(f"cannot run dvc ({exc.strerror}): run through make (.venv)") from None
+    if remotes.returncode != 0:
+        reason = (remotes.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise PipelineError(f"dvc remote list failed: {reason}")
     if remotes.stdout.strip() and dvc("pull", "--allow-missing") != 0:
         raise PipelineError("dvc pull failed (see above): the run did not start")
 

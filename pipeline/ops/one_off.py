@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.atomic import write_text
+from pipeline.atomic import atomic_path, write_text
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,16 @@ def recover(params: Path) -> bool:
     try:
         saved = json.loads(journal.read_text(encoding="utf-8"))
         before, during = saved["before"], saved["during"]
+        if not isinstance(before, str) or not isinstance(during, str):
+            raise TypeError("not texts")
     except (OSError, ValueError, KeyError, TypeError):
         raise OneOffError(
             f"{journal} (left by an interrupted one-off run) is unreadable: check {params} "
             f"against git (`git diff {params}`), then delete {journal}"
         ) from None
-    current = params.read_text(encoding="utf-8") if params.exists() else None
+    current = _read(params) if params.exists() else None
     if current == during:
-        write_text(params, before)
+        _write(params, before)
         log.warning("%s had the one-off params of an interrupted run: put back as before", params)
     elif current != before:
         raise OneOffError(
@@ -70,15 +72,25 @@ def one_off_params(params: Path, overrides: Mapping[str, Any]) -> Iterator[None]
     if not overrides:
         yield
         return
-    before = params.read_text(encoding="utf-8")
+    before = _read(params)
     during = render_overrides(before, overrides)
     journal = journal_path(params)
     write_text(journal, json.dumps({"before": before, "during": during}, ensure_ascii=False))
-    write_text(params, during)
+    _write(params, during)
     try:
         yield
     finally:
         recover(params)
+
+
+def _read(params: Path) -> str:
+    """params.yaml's exact text: no newline translation, so CRLF line ends come back as such."""
+    return params.read_bytes().decode("utf-8")
+
+
+def _write(params: Path, text: str) -> None:
+    with atomic_path(params) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
 
 
 def render_overrides(text: str, overrides: Mapping[str, Any]) -> str:
