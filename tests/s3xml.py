@@ -1,4 +1,8 @@
-"""Hand-written S3 ListObjects documents, shaped as the S3 API reference shows them."""
+"""Hand-written S3 ListObjectsV2 documents, shaped as the S3 API reference shows them.
+
+For the parser's and the client's unit tests, which need pages the emulator never sends:
+chosen tokens, damaged or unusual documents. Every other test lists the in-process bucket.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,10 @@ def listing(
     common_prefixes: list[str] = (),  # type: ignore[assignment]
     truncated: bool = False,
     token: str | None = None,
-    next_marker: str | None = None,
     url_encode: bool = True,
-    sizes: dict[str, int] | None = None,
+    size: int = 1234,
 ) -> str:
-    """A V2 page when `token` or nothing is given, V1 when `next_marker` is."""
+    """A ListObjectsV2 page of `keys` (each of `size` bytes) and `common_prefixes`."""
     encode = (lambda s: quote(s, safe="/")) if url_encode else escape
     parts = [
         f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="{NS}">',
@@ -39,18 +42,10 @@ def listing(
         "<EncodingType>url</EncodingType>" if url_encode else "",
         f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
         f"<NextContinuationToken>{token}</NextContinuationToken>" if token else "",
-        f"<NextMarker>{encode(next_marker)}</NextMarker>" if next_marker else "",
     ]
-    parts += [contents(k, size=(sizes or {}).get(k, 1234), url_encode=url_encode) for k in keys]
+    parts += [contents(k, size=size, url_encode=url_encode) for k in keys]
     parts += [
         f"<CommonPrefixes><Prefix>{encode(p)}</Prefix></CommonPrefixes>" for p in common_prefixes
     ]
     parts.append("</ListBucketResult>")
     return "".join(parts)
-
-
-def error(code: str, message: str = "") -> str:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>R1</RequestId></Error>"
-    )

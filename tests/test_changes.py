@@ -6,9 +6,8 @@ import pytest
 
 from pipeline.dataset.changes import CHANGES_SCHEMA, append_changes, detect_changes, read_changes
 from pipeline.dataset.store import StoreError
-from tests.rows import frame, row
+from tests.support import D, frame, row
 
-D = dt.date.fromisoformat
 NOW = dt.datetime(2026, 11, 29, 6, tzinfo=dt.UTC)
 
 

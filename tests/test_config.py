@@ -2,16 +2,15 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-import yaml
 
-from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.config import ConfigError, Repair, load_config, parse_config
+from tests.support import ROOT, build_params
 
-ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 11, 29)
 
 
 def shipped() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return build_params()
 
 
 def with_value(key: str, value: object) -> dict:
@@ -76,6 +75,27 @@ def test_config_is_frozen():
         ("validate.late_share", 1.5, "validate.late_share must be a fraction in (0, 1]"),
         ("spans.max_gap_days", 0, "spans.max_gap_days must be at least 1 (got 0)"),
         ("paths.spans", "", "paths.spans must be a relative path (got '')"),
+        ("run.repair", "all", "run.repair must be null or a mapping of symbols, since, until"),
+        ("run.repair", {"from": "2024-01-01"}, "run.repair must be null or a mapping of"),
+        ("run.repair", {"symbols": "BTCUSDT"}, "run.repair.symbols must be null or a list of"),
+        ("run.repair", {"symbols": []}, "run.repair.symbols must be null or a list of symbol"),
+        ("run.repair", {"symbols": [" A"]}, "run.repair.symbols must be null or a list of symbol"),
+        ("run.repair", {"since": "2024-02-30"}, "run.repair.since must be a date like 2019-09-25"),
+        (
+            "run.repair",
+            {"since": "2019-09-24"},
+            "run.repair.since 2019-09-24 is before dataset.start_date (2019-09-25)",
+        ),
+        (
+            "run.repair",
+            {"until": "2026-11-29"},
+            "run.repair.until 2026-11-29 is after run.as_of - 1 (2026-11-28)",
+        ),
+        (
+            "run.repair",
+            {"since": "2024-05-02", "until": "2024-05-01"},
+            "run.repair.since 2024-05-02 is after run.repair.until (2024-05-01)",
+        ),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(key, value, message):
@@ -83,6 +103,18 @@ def test_bad_values_fail_with_one_line_naming_the_key(key, value, message):
         parse_config(with_value(key, value), today=TODAY)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_repair_is_read_with_its_symbols_sorted_once_and_its_dates_optional():
+    assert parse_config(shipped(), today=TODAY).repair is None
+    scope = {"symbols": ["B", "A", "B"], "since": "2024-01-01", "until": None}
+    assert parse_config(with_value("run.repair", scope), today=TODAY).repair == Repair(
+        symbols=("A", "B"), since=dt.date(2024, 1, 1), until=None
+    )
+    every = parse_config(with_value("run.repair", {"until": "2026-11-28"}), today=TODAY)
+    assert every.repair == Repair(symbols=None, since=None, until=dt.date(2026, 11, 28))
+    empty = parse_config(with_value("run.repair", {}), today=TODAY)
+    assert empty.repair == Repair(None, None, None)
 
 
 def test_missing_key_is_named():
@@ -108,3 +140,4 @@ def test_shipped_dates_are_strings_because_dvc_templating_refuses_yaml_dates():
     raw = shipped()
     assert isinstance(raw["dataset"]["start_date"], str)
     assert raw["run"]["as_of"] is None or isinstance(raw["run"]["as_of"], str)
+    assert raw["run"]["repair"] is None  # set for one run only, by `make backfill` or `make audit`

@@ -25,7 +25,7 @@ from pipeline.config import DatasetConfig
 from pipeline.dataset.merge import merge
 from pipeline.dataset.schema import KEY, SCHEMA, empty, month_of
 from pipeline.dataset.store import partition_files, read_months, summarize, write_dataset
-from tests.rows import T0
+from tests.support import T0
 
 ID = DatasetConfig("um", "klines", "1m", dt.date(2019, 9, 25), "perpetual")
 SYMBOLS = ("BTCUSDT", "币安人生USDT", "ETHUSDT")

@@ -1,3 +1,5 @@
+"""The prober against the in-process bucket: exact rows, and how many pages each plan costs."""
+
 import datetime as dt
 
 import polars as pl
@@ -5,21 +7,13 @@ import pytest
 import responses
 
 from pipeline.dataset.schema import SCHEMA
-from pipeline.prober import ProbeRange, probe
+from pipeline.prober import ProbeRange, daily_files, probe, typed_file_columns
 from pipeline.vision.client import VisionClient, VisionError
-from tests.fake_bucket import LAYOUT, FakeBucket
+from pipeline.vision.layout import Layout
+from pipeline.vision.listing import ListingPage
+from tests.support import LAYOUT, URL, D, dates, s3_error
 
-URL = "https://s3.example.test/data.binance.vision"
 NOW = dt.datetime(2026, 11, 29, 1, 2, 3, tzinfo=dt.UTC)
-D = dt.date.fromisoformat
-
-
-@pytest.fixture
-def bucket():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake = FakeBucket(URL)
-        fake.register(mock)
-        yield fake
 
 
 def run(ranges: list[ProbeRange], workers: int = 4):
@@ -27,9 +21,9 @@ def run(ranges: list[ProbeRange], workers: int = 4):
         return probe(client, LAYOUT, ranges, workers=workers, probed_at=NOW)
 
 
-def test_lookback_window_costs_one_request_per_symbol(bucket):
-    bucket.add_days("BTCUSDT", "2019-09-25", "2024-03-10", skip=("2024-03-05",))
-    bucket.add_days("币安人生USDT", "2024-03-03", "2024-03-10")
+def test_lookback_window_costs_one_request_per_symbol(empty_bucket):
+    empty_bucket.add_days("BTCUSDT", "2019-09-25", "2024-03-10", skip=("2024-03-05",))
+    empty_bucket.add_days("币安人生USDT", "2024-03-03", "2024-03-10")
     rows, stats = run(
         [ProbeRange(s, D("2024-02-20"), D("2024-03-10")) for s in ("BTCUSDT", "币安人生USDT")]
     )
@@ -39,79 +33,86 @@ def test_lookback_window_costs_one_request_per_symbol(bucket):
     btc = rows.filter(pl.col("symbol") == "BTCUSDT")
     assert btc.filter(~pl.col("available"))["date"].to_list() == [D("2024-03-05")]
     new = rows.filter(pl.col("symbol") == "币安人生USDT", pl.col("available"))
-    assert new["date"].to_list() == [D("2024-03-03") + dt.timedelta(days=i) for i in range(8)]
+    assert new["date"].to_list() == dates("2024-03-03", "2024-03-10")
     assert rows["probe_timestamp"].unique().to_list() == [NOW]
 
 
-def test_available_rows_carry_size_etag_and_last_modified_and_missing_rows_nulls(bucket):
-    bucket.add_days("ETHUSDT", "2024-01-01", "2024-01-01")
+def test_available_rows_carry_size_etag_and_last_modified_and_missing_rows_nulls(empty_bucket):
+    empty_bucket.add_days("ETHUSDT", "2024-01-01", "2024-01-01")
     rows, _ = run([ProbeRange("ETHUSDT", D("2024-01-01"), D("2024-01-02"))])
-    assert rows.select("date", "available", "file_size_bytes", "etag").rows() == [
-        (D("2024-01-01"), True, 1234, "abc123"),
-        (D("2024-01-02"), False, None, None),
-    ]
-    assert rows["last_modified"].to_list() == [
-        dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-        None,
+    meta = empty_bucket.meta("ETHUSDT", "2024-01-01")
+    assert rows.drop("symbol", "probe_timestamp").rows() == [
+        (D("2024-01-01"), True, meta.size, meta.last_modified, meta.etag),
+        (D("2024-01-02"), False, None, None, None),
     ]
 
 
-def test_full_history_costs_the_minimal_number_of_pages(bucket):
+def test_full_history_costs_the_minimal_number_of_pages(empty_bucket):
     # 1200 days = 2400 keys = 3 pages at best: head, tail, and one middle chunk in parallel.
-    bucket.add_days("BTCUSDT", "2019-09-25", "2023-01-06")
+    empty_bucket.add_days("BTCUSDT", "2019-09-25", "2023-01-06")
     rows, stats = run([ProbeRange("BTCUSDT", D("2019-09-25"), D("2023-01-06"))])
     assert stats.requests == 3
     assert rows.height == 1200 and rows["available"].all()
 
 
-def test_a_delisted_symbol_does_not_pay_for_empty_chunks(bucket):
+def test_a_delisted_symbol_does_not_pay_for_empty_chunks(empty_bucket):
     # Files for 700 days, then nothing for 1500: head, empty tail, then one serial page.
-    bucket.add_days("OLDUSDT", "2019-09-25", "2021-08-24")
+    empty_bucket.add_days("OLDUSDT", "2019-09-25", "2021-08-24")
     rows, stats = run([ProbeRange("OLDUSDT", D("2019-09-25"), D("2025-10-01"))])
     assert stats.requests == 3
     assert rows.filter(pl.col("available")).height == 700
     assert rows.filter(pl.col("available"))["date"].max() == D("2021-08-24")
 
 
-def test_relisting_after_a_gap_is_found(bucket):
-    bucket.add_days("AGAINUSDT", "2020-01-01", "2020-12-31")
-    bucket.add_days("AGAINUSDT", "2023-06-01", "2024-12-31")
+def test_relisting_after_a_gap_is_found(empty_bucket):
+    empty_bucket.add_days("AGAINUSDT", "2020-01-01", "2020-12-31")
+    empty_bucket.add_days("AGAINUSDT", "2023-06-01", "2024-12-31")
     rows, stats = run([ProbeRange("AGAINUSDT", D("2019-09-25"), D("2024-12-31"))])
     available = rows.filter(pl.col("available"))
     assert available.height == 366 + 580
     assert stats.requests <= 6
 
 
-def test_missing_days_inside_a_page_boundary_are_exact(bucket):
+def test_missing_days_inside_a_page_boundary_are_exact(empty_bucket):
     skips = ("2021-02-06", "2021-02-07", "2022-05-01")
-    bucket.add_days("XUSDT", "2019-09-25", "2022-12-31", skip=skips)
+    empty_bucket.add_days("XUSDT", "2019-09-25", "2022-12-31", skip=skips)
     rows, _ = run([ProbeRange("XUSDT", D("2019-09-25"), D("2022-12-31"))], workers=8)
     assert sorted(d.isoformat() for d in rows.filter(~pl.col("available"))["date"]) == list(skips)
     assert rows.height == (D("2022-12-31") - D("2019-09-25")).days + 1
 
 
-def test_a_symbol_with_no_files_gets_only_unavailable_rows(bucket):
+def test_a_symbol_with_no_files_gets_only_unavailable_rows(empty_bucket):
     rows, stats = run([ProbeRange("GHOSTUSDT", D("2024-01-01"), D("2024-01-03"))])
     assert stats.requests == 1
     assert rows["available"].to_list() == [False, False, False]
 
 
-def test_an_empty_range_makes_no_request(bucket):
+def test_an_empty_range_makes_no_request(empty_bucket):
     rows, stats = run([ProbeRange("BTCUSDT", D("2024-01-02"), D("2024-01-01"))])
     assert stats.requests == 0 and rows.is_empty()
 
 
-def test_a_failing_symbol_fails_the_whole_probe_with_its_name():
+def test_a_failing_symbol_fails_the_whole_probe_with_its_name(empty_bucket):
+    empty_bucket.add_days("ETHUSDT", "2024-01-01", "2024-01-02")
+    empty_bucket.failing_symbols = {"BTCUSDT"}
+    ranges = [ProbeRange(s, D("2024-01-01"), D("2024-01-02")) for s in ("BTCUSDT", "ETHUSDT")]
+    with pytest.raises(
+        VisionError, match=r"^BTCUSDT: listing failed \(HTTP 500 InternalError\) from https:"
+    ):
+        run(ranges)
+
+
+def test_a_failure_of_every_listing_names_the_status_and_the_code():
     with responses.RequestsMock() as mock:
-        mock.get(URL + "/", status=500, body="<Error><Code>InternalError</Code></Error>")
+        mock.get(URL + "/", status=503, body=s3_error("SlowDown"))
         with pytest.raises(
-            VisionError, match=r"^BTCUSDT: listing failed \(HTTP 500 InternalError\) from https:"
+            VisionError, match=r"^BTCUSDT: listing failed \(HTTP 503 SlowDown\) from https:"
         ):
             run([ProbeRange("BTCUSDT", D("2024-01-01"), D("2024-01-02"))])
 
 
-def test_full_history_ranges_start_at_the_first_file_and_skip_symbols_without_one(bucket):
-    bucket.add_days("NEWUSDT", "2024-01-10", "2024-01-12")
+def test_full_history_ranges_start_at_the_first_file_and_skip_symbols_without_one(empty_bucket):
+    empty_bucket.add_days("NEWUSDT", "2024-01-10", "2024-01-12")
     ranges = [
         ProbeRange("NEWUSDT", D("2024-01-01"), D("2024-01-15"), from_first_file=True),
         ProbeRange("GHOSTUSDT", D("2024-01-01"), D("2024-01-15"), from_first_file=True),
@@ -123,3 +124,55 @@ def test_full_history_ranges_start_at_the_first_file_and_skip_symbols_without_on
     assert new["available"].to_list() == [True, True, True, False, False, False]
     assert rows.filter(pl.col("symbol") == "GHOSTUSDT").is_empty()
     assert rows.filter(pl.col("symbol") == "WINDOWUSDT")["available"].to_list() == [False, False]
+
+
+def page_of(keys: list[str], *, size: str = "77") -> ListingPage:
+    """A listing page of `keys`, each with the same size, ETag and Last-Modified."""
+    count = len(keys)
+    stamps = ["2024-01-02T03:04:05.000Z"] * count
+    return ListingPage(keys, [size] * count, ["e"] * count, stamps, [], False, None)
+
+
+def daily_dates(layout: Layout, symbol: str, *pages: ListingPage) -> list[dt.date]:
+    days = daily_files(layout, symbol, pages).get_column("date").to_list()
+    # The per-key check the prober plans with agrees with the vectorised filter.
+    keys = [key for page in pages for key in page.keys]
+    assert [d for d in (layout.day_of(symbol, key) for key in keys) if d] == days
+    return days
+
+
+def test_daily_files_keep_only_the_symbols_dated_zips():
+    prefix = LAYOUT.symbol_prefix("BTCUSDT")
+    keys = [
+        prefix + "BTCUSDT-1m-2024-02-29.zip",
+        prefix + "BTCUSDT-1m-2024-02-29.zip.CHECKSUM",
+        prefix + "BTCUSDT-1m-2024-02-30.zip",  # not a date
+        prefix + "BTCUSDT-1m-2024-03.zip",  # a monthly name
+        prefix + "BTCUSDT-5m-2024-03-01.zip",  # another interval
+        prefix + "notes.txt",
+    ]
+    later = [prefix + "BTCUSDT-1m-2024-03-02.zip", prefix + "BTCUSDT-1m-2024-03-02.zip.CHECKSUM"]
+    assert daily_dates(LAYOUT, "BTCUSDT", page_of(keys), page_of(later)) == [
+        D("2024-02-29"),
+        D("2024-03-02"),
+    ]
+    assert daily_dates(LAYOUT, "BTC", page_of(keys)) == []
+    assert daily_dates(LAYOUT, "BTCUSDT") == []
+
+
+def test_daily_files_of_a_data_type_without_an_interval_folder():
+    trades = Layout(market="cm", data_type="trades", interval="1m")
+    assert trades.symbol_prefix("BTCUSD_PERP") == "data/futures/cm/daily/trades/BTCUSD_PERP/"
+    key = trades.symbol_prefix("BTCUSD_PERP") + "BTCUSD_PERP-trades-2024-01-01.zip"
+    assert daily_dates(trades, "BTCUSD_PERP", page_of([key])) == [D("2024-01-01")]
+
+
+def test_listed_file_columns_are_typed_as_the_dataset_stores_them():
+    key = LAYOUT.symbol_prefix("龙虾USDT") + "龙虾USDT-1m-2026-01-01.zip"
+    files = daily_files(LAYOUT, "龙虾USDT", [page_of([key], size="77")])
+    typed = files.select("symbol", "date", "etag", *typed_file_columns())
+    assert typed.rows() == [
+        ("龙虾USDT", D("2026-01-01"), "e", 77, dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    ]
+    assert typed.schema["file_size_bytes"] == SCHEMA["file_size_bytes"]
+    assert typed.schema["last_modified"] == SCHEMA["last_modified"]

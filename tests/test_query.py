@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from devtools.emulator import Emulator, Universe, object_meta
 from devtools.scratch import ScratchProject
@@ -23,26 +22,17 @@ from pipeline.dataset.schema import empty
 from pipeline.dataset.store import write_dataset
 from pipeline.query import cli
 from pipeline.symbols import is_delivery
-from pipeline.vision.layout import Layout
-from tests.rows import frame, row
-
-ROOT = Path(__file__).resolve().parent.parent
-D = dt.date.fromisoformat
-ONE_DAY = dt.timedelta(days=1)
+from tests import support
+from tests.support import LAYOUT, ONE_DAY, ROOT, D, dates, frame, set_params, write_params
 
 
 def days(symbol: str, first: str, last: str = "2024-02-10", *, missing: tuple = ()) -> list[dict]:
-    """One row per day from `first` through `last`, without a file on the `missing` days."""
-    start, end = D(first), D(last)
-    return [
-        row(str(day), symbol, str(day) not in missing)
-        for day in (start + ONE_DAY * i for i in range((end - start).days + 1))
-    ]
+    """One row per day from `first` through `last` (default: the last day), but the `missing`."""
+    return support.days(symbol, first, last, missing=missing)
 
 
 def stretch(first: str, last: str) -> tuple[str, ...]:
-    start = D(first)
-    return tuple(str(start + ONE_DAY * i) for i in range((D(last) - start).days + 1))
+    return tuple(str(day) for day in dates(first, last))
 
 
 # Three months, max_gap_days 3. AAA: missing days inside its span. BBB: a 9-day gap, so a
@@ -61,10 +51,7 @@ MAX_GAP_DAYS = 3
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A checkout with params.yaml (max_gap_days 3) and the dataset of ROWS, as the cwd."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["spans"]["max_gap_days"] = MAX_GAP_DAYS
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    config = load_config(tmp_path / "params.yaml")
+    config = load_config(write_params(tmp_path, {"spans": {"max_gap_days": MAX_GAP_DAYS}}))
     write_dataset(frame(*ROWS), tmp_path / config.paths.dataset, config.dataset, previous=empty())
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -162,9 +149,9 @@ def test_timeline_of_a_delisted_symbol(project, capsys):
 
 
 def test_spans_follow_max_gap_days_of_params(project, capsys):
-    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    params["spans"]["max_gap_days"] = 10
-    (project / "wide.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    wide = project / "wide.yaml"
+    wide.write_bytes((project / "params.yaml").read_bytes())
+    set_params({"spans": {"max_gap_days": 10}}, wide)
     out = answer(capsys, "timeline", "BBBUSDT", "--params", "wide.yaml", "--format", "csv")
     assert out == (
         "symbol,span,first_date,last_date,days_available,days_missing,status,missing_dates\n"
@@ -326,7 +313,7 @@ def test_the_query_functions_of_the_readme(project):
     dataset = project / "data" / "availability"
     assert query.available_on(dataset, D("2024-01-05")) == ["BBBUSDT", "CCCUSDT"]
     rows = query.timeline(dataset, "DDDUSDT")
-    assert rows["date"].to_list() == [D("2024-02-01") + ONE_DAY * i for i in range(10)]
+    assert rows["date"].to_list() == dates("2024-02-01", "2024-02-10")
 
 
 def test_a_closed_pipe_is_not_an_error(project):
@@ -356,7 +343,6 @@ def test_the_console_script_is_installed():
 
 # End to end: the dataset of a real `dvc repro` on the emulator, asked through a subprocess.
 
-LAYOUT = Layout(market="um", data_type="klines", interval="1m")
 START = D("2024-01-01")
 AS_OF = D("2024-04-01")
 LAST = AS_OF - ONE_DAY

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -35,11 +34,8 @@ from pipeline.stages.report import (
     summary,
 )
 from pipeline.symbols import is_delivery
-from tests.rows import frame, row
+from tests.support import ONE_DAY, ROOT, D, dates, frame, row, write_params
 
-ROOT = Path(__file__).resolve().parent.parent
-D = dt.date.fromisoformat
-ONE_DAY = dt.timedelta(days=1)
 # as_of 2024-01-11: rows run through 2024-01-10. Spans split on gaps longer than 2 days.
 AS_OF = D("2024-01-11")
 LAST = AS_OF - ONE_DAY
@@ -67,7 +63,7 @@ def hand_rows() -> pl.DataFrame:
         *(
             row(str(day), symbol, day in files)
             for symbol, files in FILES.items()
-            for day in (min(files) + ONE_DAY * i for i in range((LAST - min(files)).days + 1))
+            for day in dates(min(files), LAST)
         )
     )
 
@@ -181,11 +177,14 @@ def test_change_counts_by_kind_and_detected_on_the_7_days_up_to_as_of():
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["dataset"]["start_date"] = "2024-01-01"
-    params["run"]["as_of"] = AS_OF.isoformat()
-    params["spans"]["max_gap_days"] = MAX_GAP
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(
+        tmp_path,
+        {
+            "dataset": {"start_date": "2024-01-01"},
+            "run": {"as_of": AS_OF.isoformat()},
+            "spans": {"max_gap_days": MAX_GAP},
+        },
+    )
     monkeypatch.chdir(tmp_path)
     config = load_config()
     write_dataset(hand_rows(), config.paths.dataset, config.dataset, previous=frame())
@@ -248,9 +247,10 @@ def test_a_damaged_partition_stops_the_stage_with_one_line_and_writes_nothing(pr
 def test_make_report_without_plot_data_says_to_run_the_pipeline(project):
     result = ScratchProject(project).make("report")
     assert result.returncode == 2
-    assert (
-        "error: no plot data in metrics/plots: run the pipeline first (make update)"
-        in result.stderr.splitlines()
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert errors[0].endswith(
+        " ops ERROR no plot data in metrics/plots: run the pipeline first (make update)"
     )
     assert not (project / "reports").exists()
 
@@ -338,8 +338,10 @@ def truth_spans(universe: Universe, last: dt.date) -> pl.DataFrame:
 
 def truth_per_day(universe: Universe, last: dt.date) -> dict[str, int]:
     files = [set(universe.available_dates(s)) for s in universe.symbols if not is_delivery(s)]
-    days = (E2E_START + ONE_DAY * i for i in range((last - E2E_START).days + 1))
-    return {str(day): sum(day in symbol_files for symbol_files in files) for day in days}
+    return {
+        str(day): sum(day in symbol_files for symbol_files in files)
+        for day in dates(E2E_START, last)
+    }
 
 
 def truth_per_month(spans: pl.DataFrame) -> dict[tuple[str, str], int]:

@@ -1,14 +1,13 @@
-"""The four stages run in process against the fake bucket, in a scratch working directory."""
+"""The four stages run in process against the in-process bucket, in a scratch working directory."""
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
 import polars as pl
 import pytest
-import responses
-import yaml
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import load_config
@@ -16,52 +15,19 @@ from pipeline.dataset.changes import read_changes
 from pipeline.entry import run_stage
 from pipeline.prober import LISTED_FILES
 from pipeline.stages import backfill, detect_gaps, discover, update, validate
-from tests.fake_bucket import FakeBucket
+from tests.support import (
+    STAGES,
+    D,
+    dataset,
+    dates,
+    files_outside_logs,
+    read_json,
+    run_all,
+    set_as_of,
+    set_params,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-URL = "https://s3.example.test/data.binance.vision"
-D = dt.date.fromisoformat
 NO_FILES = pl.DataFrame(schema=LISTED_FILES)
-STAGES = [
-    ("discover", discover.run),
-    ("detect_gaps", detect_gaps.run),
-    ("backfill", backfill.run),
-    ("update", update.run),
-]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["vision"]["listing_url"] = URL
-    params["dataset"]["start_date"] = "2023-01-01"
-    params["run"]["as_of"] = "2024-06-01"
-    params["update"]["lookback_days"] = 5
-    params["probe"].update(workers=4, retries=0, backoff_s=0)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def bucket():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake = FakeBucket(URL)
-        fake.register(mock)
-        fake.add_days("BTCUSDT", "2019-09-25", "2024-05-31", skip=("2023-03-03",))
-        fake.add_days("BTCUSDT_240628", "2024-03-01", "2024-05-31")
-        fake.add_days("币安人生USDT", "2024-05-20", "2024-05-31")
-        yield fake
-
-
-def set_as_of(project: Path, day: str) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["run"]["as_of"] = day
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def run_all() -> list[int]:
-    return [run_stage(name, body) for name, body in STAGES]
 
 
 def detect_the_gaps() -> set[str]:
@@ -70,11 +36,7 @@ def detect_the_gaps() -> set[str]:
     return set(json.loads(Path("data/gaps.json").read_text()))
 
 
-def dataset() -> pl.DataFrame:
-    return pl.read_parquet("data/availability/**/*.parquet")
-
-
-def test_first_run_builds_the_whole_history(project, bucket):
+def test_first_run_builds_the_whole_history(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     assert json.loads(Path("symbols.json").read_text()) == {"symbols": ["BTCUSDT", "币安人生USDT"]}
     assert json.loads(Path("data/gaps.json").read_text()) == ["BTCUSDT", "币安人生USDT"]
@@ -83,7 +45,7 @@ def test_first_run_builds_the_whole_history(project, bucket):
     assert btc["date"].min() == D("2023-01-01") and btc["date"].max() == D("2024-05-31")
     assert btc.filter(~pl.col("available"))["date"].to_list() == [D("2023-03-03")]
     new = rows.filter(pl.col("symbol") == "币安人生USDT")
-    assert new["date"].to_list() == [D("2024-05-20") + dt.timedelta(days=i) for i in range(12)]
+    assert new["date"].to_list() == dates("2024-05-20", "2024-05-31")
     assert rows.select("date", "symbol").is_unique().all()
     assert sorted(p.name for p in Path("data/availability").iterdir())[:2] == [
         "2023-01.parquet",
@@ -93,12 +55,12 @@ def test_first_run_builds_the_whole_history(project, bucket):
     assert bucket.list_calls("BTCUSDT") == 2
 
 
-def test_next_day_probes_only_the_window_and_late_files_flip(project, bucket):
+def test_next_day_probes_only_the_window_and_late_files_flip(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     before = len(bucket.queries)
     bucket.add_days("BTCUSDT", "2024-06-01", "2024-06-01")
     bucket.add_days("币安人生USDT", "2024-06-01", "2024-06-01")
-    set_as_of(project, "2024-06-03")  # 2024-06-02 not published yet
+    set_as_of("2024-06-03")  # 2024-06-02 not published yet
     assert run_stage("update", update.run) == 0
     assert len(bucket.queries) - before == 2
     rows = dataset().filter(pl.col("date") >= D("2024-06-01"))
@@ -109,30 +71,30 @@ def test_next_day_probes_only_the_window_and_late_files_flip(project, bucket):
         (D("2024-06-02"), "币安人生USDT", False),
     ]
     bucket.add_days("BTCUSDT", "2024-06-02", "2024-06-02")  # published late
-    set_as_of(project, "2024-06-04")
+    set_as_of("2024-06-04")
     assert run_stage("update", update.run) == 0
     flipped = dataset().filter(pl.col("date") == D("2024-06-02"), pl.col("symbol") == "BTCUSDT")
     assert flipped["available"].to_list() == [True]
 
 
-def test_update_catches_up_when_runs_were_missed(project, bucket):
+def test_update_catches_up_when_runs_were_missed(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     bucket.add_days("BTCUSDT", "2024-06-01", "2024-07-30")
-    set_as_of(project, "2024-07-31")  # 60 days later, lookback is only 5
+    set_as_of("2024-07-31")  # 60 days later, lookback is only 5
     assert run_stage("update", update.run) == 0
     btc = dataset().filter(pl.col("symbol") == "BTCUSDT")
     assert btc["date"].max() == D("2024-07-30")
     assert btc.height == (D("2024-07-30") - D("2023-01-01")).days + 1
 
 
-def test_unchanged_bucket_leaves_symbols_json_byte_identical(project, bucket):
+def test_unchanged_bucket_leaves_symbols_json_byte_identical(workspace, bucket):
     assert run_stage("discover", discover.run) == 0
     first = Path("symbols.json").stat().st_mtime_ns
     assert run_stage("discover", discover.run) == 0
     assert Path("symbols.json").stat().st_mtime_ns == first
 
 
-def test_empty_gaps_make_no_request(project, bucket):
+def test_empty_gaps_make_no_request(workspace, bucket):
     Path("data").mkdir()
     Path("data/gaps.json").write_text("[]\n")
     assert run_stage("backfill", backfill.run) == 0
@@ -140,24 +102,42 @@ def test_empty_gaps_make_no_request(project, bucket):
     assert pl.read_parquet("data/backfill.parquet").is_empty()
 
 
-def test_a_failed_update_leaves_every_file_untouched(project, bucket, caplog):
+def test_backfill_lists_only_the_symbols_of_gaps_json_the_dataset_lacks(workspace, bucket, caplog):
     assert run_all() == [0, 0, 0, 0]
-    before = {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
-    set_as_of(project, "2024-06-03")
+    Path("data/gaps.json").write_text('[\n  "BTCUSDT",\n  "币安人生USDT"\n]\n')
+    bucket.queries.clear()
+    caplog.clear()
+    assert run_stage("backfill", backfill.run) == 0
+    assert bucket.queries == [] and pl.read_parquet("data/backfill.parquet").is_empty()
+    assert "no symbol lacks history (2 in gaps.json already have history)" in caplog.text
+    bucket.add_days("LATERUSDT", "2024-05-30", "2024-05-31")
+    Path("data/gaps.json").write_text('[\n  "BTCUSDT",\n  "LATERUSDT"\n]\n')
+    assert run_stage("backfill", backfill.run) == 0
+    assert bucket.listed_symbols() == {"LATERUSDT"}
+    later = pl.read_parquet("data/backfill.parquet")
+    assert later.select("date", "symbol").rows() == [
+        (D("2024-05-30"), "LATERUSDT"),
+        (D("2024-05-31"), "LATERUSDT"),
+    ]
+
+
+def test_a_failed_update_leaves_every_file_untouched(workspace, bucket, caplog):
+    assert run_all() == [0, 0, 0, 0]
+    set_as_of("2024-06-03")
+    before = files_outside_logs()
     bucket.failure = (503, "SlowDown")
     assert run_stage("update", update.run) == 1
-    after = {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
-    assert {p: b for p, b in after.items() if p.name != "params.yaml"} == {
-        p: b for p, b in before.items() if p.name != "params.yaml"
-    }
+    assert files_outside_logs() == before
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
-    assert errors[0].startswith(
-        "BTCUSDT: listing failed (HTTP 503 SlowDown) from https://s3.example.test/"
+    # Both symbols' listings fail at once: the run stops on whichever failed first.
+    assert re.match(
+        r"(BTCUSDT|币安人生USDT): listing failed \(HTTP 503 SlowDown\) from https://s3\.example\.test/",
+        errors[0],
     )
 
 
-def test_dataset_recorded_in_dvc_lock_but_missing_stops_with_the_fix(project, bucket, caplog):
+def test_dataset_recorded_in_dvc_lock_but_missing_stops_with_the_fix(workspace, bucket, caplog):
     Path("symbols.json").write_text('{"symbols": ["BTCUSDT"]}')
     Path("dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  update:\n    outs:\n    - path: data/availability\n"
@@ -171,24 +151,22 @@ def test_dataset_recorded_in_dvc_lock_but_missing_stops_with_the_fix(project, bu
     assert len(bucket.queries) == 0
 
 
-def test_bad_params_fail_before_any_request(project, bucket, caplog):
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["dataset"]["market"] = "spot"
-    Path("params.yaml").write_text(yaml.safe_dump(params))
+def test_bad_params_fail_before_any_request(workspace, bucket, caplog):
+    set_params({"dataset": {"market": "spot"}})
     assert run_stage("discover", discover.run) == 1
     assert "params.yaml: dataset.market must be one of um, cm (got 'spot')" in caplog.text
     assert len(bucket.queries) == 0
     assert not Path("symbols.json").exists()
 
 
-def test_rerun_lists_the_window_of_symbols_backfilled_earlier(project, bucket):
+def test_rerun_lists_the_window_of_symbols_backfilled_earlier(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     before = len(bucket.queries)
     assert run_stage("update", update.run) == 0
     assert len(bucket.queries) - before == 2
 
 
-def test_each_stage_logs_what_it_did_to_the_rotating_log_file(project, bucket):
+def test_each_stage_logs_what_it_did_to_the_rotating_log_file(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     log = Path("logs/pipeline.log").read_text(encoding="utf-8")
     assert " discover INFO discovered 2 symbols with 1 requests (0 retries): 2 new" in log
@@ -197,14 +175,14 @@ def test_each_stage_logs_what_it_did_to_the_rotating_log_file(project, bucket):
     assert " update INFO probed 0 symbols" in log
 
 
-def test_discover_repairs_a_hand_broken_symbols_json(project, bucket):
+def test_discover_repairs_a_hand_broken_symbols_json(workspace, bucket):
     Path("symbols.json").write_text('{"symbols": ["ZZZ", "AAA"]}')
     assert run_stage("discover", discover.run) == 0
     assert json.loads(Path("symbols.json").read_text()) == {"symbols": ["BTCUSDT", "币安人生USDT"]}
 
 
 def test_an_unexpected_error_is_one_line_on_stderr_and_a_traceback_in_the_log(
-    project, monkeypatch, capsys
+    workspace, monkeypatch, capsys
 ):
     def boom(config):
         raise OSError("No space left on device\nsecond line")
@@ -217,56 +195,58 @@ def test_an_unexpected_error_is_one_line_on_stderr_and_a_traceback_in_the_log(
     assert "Traceback (most recent call last)" in log
 
 
-def test_a_symbol_whose_backfill_found_nothing_gets_its_whole_history_later(project, bucket):
+def test_a_symbol_whose_backfill_found_nothing_gets_its_whole_history_later(workspace, bucket):
     bucket.add_days("LATEUSDT", "2024-06-01", "2024-06-01")  # only a file after as_of - 1
     assert run_all() == [0, 0, 0, 0]
     assert "LATEUSDT" in json.loads(Path("symbols.json").read_text())["symbols"]
     assert dataset().filter(pl.col("symbol") == "LATEUSDT").is_empty()
     # Its older files appear later, far outside the lookback window; symbols.json is unchanged.
     bucket.add_days("LATEUSDT", "2024-04-01", "2024-06-02")
-    set_as_of(project, "2024-06-03")
+    set_as_of("2024-06-03")
     assert run_stage("update", update.run) == 0
     late = dataset().filter(pl.col("symbol") == "LATEUSDT")
     assert late["date"].min() == D("2024-04-01") and late["date"].max() == D("2024-06-02")
     assert late["available"].all()
 
 
-def test_a_backfill_made_for_a_later_as_of_is_clipped(project, bucket):
+def test_a_backfill_made_for_a_later_as_of_is_clipped(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     Path("data/availability").rename("data/old")
-    set_as_of(project, "2024-03-01")
+    set_as_of("2024-03-01")
     assert run_stage("update", update.run) == 0
     assert dataset()["date"].max() == D("2024-02-29")
 
 
-def test_an_as_of_before_the_dataset_is_refused(project, bucket, caplog):
+def test_an_as_of_before_the_dataset_is_refused(workspace, bucket, caplog):
     assert run_all() == [0, 0, 0, 0]
-    set_as_of(project, "2024-03-01")
+    set_as_of("2024-03-01")
     assert run_stage("update", update.run) == 1
     assert "the dataset already has 2024-05-31, after run.as_of - 1 (2024-02-29)" in caplog.text
 
 
-def test_update_logs_the_changes_in_its_window_once(project, bucket):
+def test_update_logs_the_changes_in_its_window_once(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     assert read_changes(Path("data/changes.parquet")).is_empty()
     bucket.remove_day("BTCUSDT", "2024-05-30")
-    bucket.sizes[bucket.key("币安人生USDT", "2024-05-31")] = 77
+    gone = bucket.meta("BTCUSDT", "2024-05-30")
+    before = bucket.meta("币安人生USDT", "2024-05-31")
+    after = bucket.reupload("币安人生USDT", "2024-05-31", on="2024-06-01")
     for _ in range(2):
         assert run_stage("update", update.run) == 0
     changes = read_changes(Path("data/changes.parquet"))
-    assert changes.select("date", "symbol", "kind", "new_size").rows() == [
-        (D("2024-05-30"), "BTCUSDT", "removed", None),
-        (D("2024-05-31"), "币安人生USDT", "replaced", 77),
+    assert changes.select("date", "symbol", "kind", "old_size", "new_size", "new_etag").rows() == [
+        (D("2024-05-30"), "BTCUSDT", "removed", gone.size, None, None),
+        (D("2024-05-31"), "币安人生USDT", "replaced", before.size, after.size, after.etag),
     ]
     assert read_json("metrics/update.json")["changes_logged"] == 0  # the second run found none
 
 
-def test_update_rewrites_only_the_months_it_touched_and_delisted_rows_go_on(project, bucket):
+def test_update_rewrites_only_the_months_it_touched_and_delisted_rows_go_on(workspace, bucket):
     bucket.add_days("GONEUSDT", "2023-01-01", "2023-06-30")
     assert run_all() == [0, 0, 0, 0]
     old = Path("data/availability/2023-05.parquet").stat().st_mtime_ns
     bucket.add_days("BTCUSDT", "2024-06-01", "2024-06-01")
-    set_as_of(project, "2024-06-02")
+    set_as_of("2024-06-02")
     assert run_stage("update", update.run) == 0
     assert Path("data/availability/2023-05.parquet").stat().st_mtime_ns == old
     gone = dataset().filter(pl.col("symbol") == "GONEUSDT")
@@ -275,7 +255,7 @@ def test_update_rewrites_only_the_months_it_touched_and_delisted_rows_go_on(proj
 
 
 def test_a_backfill_that_fails_midway_resumes_without_listing_finished_symbols_again(
-    project, bucket
+    workspace, bucket
 ):
     for n in range(8):
         bucket.add_days(f"NEW{n}USDT", "2023-06-01", "2024-05-31")
@@ -305,23 +285,19 @@ def test_a_backfill_that_fails_midway_resumes_without_listing_finished_symbols_a
     assert earlier < later  # resumed rows keep the time they were really listed
 
 
-def test_a_checkpoint_is_used_only_for_the_dates_it_was_made_for(project, bucket):
+def test_a_checkpoint_is_used_only_for_the_dates_it_was_made_for(workspace, bucket):
     detect_the_gaps()
     for as_of, relisted in (
         ("2024-06-01", {"币安人生USDT"}),
         ("2024-05-31", {"BTCUSDT", "币安人生USDT"}),
     ):
-        set_as_of(project, "2024-06-01")
+        set_as_of("2024-06-01")
         Checkpoint.for_backfill(load_config()).save("BTCUSDT", NO_FILES, dt.datetime.now(dt.UTC))
-        set_as_of(project, as_of)
+        set_as_of(as_of)
         bucket.queries.clear()
         assert run_stage("backfill", backfill.run) == 0
         assert bucket.listed_symbols() == relisted
         assert not Path("data/.backfill.parquet.checkpoint").exists()
-
-
-def files_outside_logs() -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
 
 
 @pytest.mark.parametrize(
@@ -336,11 +312,11 @@ def files_outside_logs() -> dict[Path, bytes]:
 )
 @pytest.mark.parametrize(("stage", "body"), STAGES[1:4:2])
 def test_a_hand_broken_symbols_json_stops_the_stage_and_writes_nothing(
-    project, bucket, caplog, stage, body, text, message
+    workspace, bucket, caplog, stage, body, text, message
 ):
     assert run_all() == [0, 0, 0, 0]
     Path("symbols.json").write_text(text)
-    set_as_of(project, "2024-06-02")
+    set_as_of("2024-06-02")
     before = files_outside_logs()
     caplog.clear()
     assert run_stage(stage, body) == 1
@@ -359,13 +335,11 @@ def test_a_hand_broken_symbols_json_stops_the_stage_and_writes_nothing(
 )
 @pytest.mark.parametrize(("stage", "body"), STAGES)
 def test_bad_params_stop_every_stage_before_it_writes_or_requests(
-    project, bucket, caplog, stage, body, key, value, message
+    workspace, bucket, caplog, stage, body, key, value, message
 ):
     assert run_all() == [0, 0, 0, 0]
-    params = yaml.safe_load(Path("params.yaml").read_text())
     section, name = key.split(".")
-    params[section][name] = value
-    Path("params.yaml").write_text(yaml.safe_dump(params))
+    set_params({section: {name: value}})
     before, requests = files_outside_logs(), len(bucket.queries)
     caplog.clear()
     assert run_stage(stage, body) == 1
@@ -394,11 +368,11 @@ def rewrite_latest_partition(damage: str) -> Path:
     ],
 )
 def test_a_damaged_partition_stops_update_and_nothing_is_written(
-    project, bucket, caplog, damage, message
+    workspace, bucket, caplog, damage, message
 ):
     assert run_all() == [0, 0, 0, 0]
     path = rewrite_latest_partition(damage)
-    set_as_of(project, "2024-06-02")
+    set_as_of("2024-06-02")
     before, requests = files_outside_logs(), len(bucket.queries)
     caplog.clear()
     assert run_stage("update", update.run) == 1
@@ -409,16 +383,13 @@ def test_a_damaged_partition_stops_update_and_nothing_is_written(
         assert len(bucket.queries) == requests
 
 
-def read_json(path: str) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def test_update_writes_what_it_probed_to_its_run_metrics(project, bucket):
+def test_update_writes_what_it_probed_to_its_run_metrics(workspace, bucket):
     assert run_all() == [0, 0, 0, 0]
     first_run = {
         "as_of": "2024-06-01",
         "last_date": "2024-05-31",
         "window_first": "2024-05-27",
+        "repair": None,
         "symbols_probed": 0,  # both backfilled through 2024-05-31 in this run
         "requests": 0,
         "retries": 0,
@@ -440,7 +411,7 @@ def test_update_writes_what_it_probed_to_its_run_metrics(project, bucket):
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def test_validate_after_a_run_writes_its_metrics_and_warns_of_figures(project, bucket, caplog):
+def test_validate_after_a_run_writes_its_metrics_and_warns_of_figures(workspace, bucket, caplog):
     assert run_all() == [0, 0, 0, 0]
     caplog.clear()
     assert run_stage("validate", validate.run) == 0
@@ -491,7 +462,7 @@ def test_validate_after_a_run_writes_its_metrics_and_warns_of_figures(project, b
 
 
 def test_a_symbol_update_found_no_file_for_is_reported_and_validate_accepts_it(
-    project, bucket, caplog
+    workspace, bucket, caplog
 ):
     bucket.add_days("LATEUSDT", "2024-06-01", "2024-06-01")  # only a file after as_of - 1
     assert run_all() == [0, 0, 0, 0]
@@ -507,7 +478,7 @@ def test_a_symbol_update_found_no_file_for_is_reported_and_validate_accepts_it(
     )
 
 
-def test_validate_fails_with_one_line_naming_each_broken_check(project, bucket, capsys):
+def test_validate_fails_with_one_line_naming_each_broken_check(workspace, bucket, capsys):
     assert run_all() == [0, 0, 0, 0]
     may = Path("data/availability/2024-05.parquet")
     rows = pl.read_parquet(may)
@@ -538,7 +509,7 @@ def test_validate_fails_with_one_line_naming_each_broken_check(project, bucket, 
     ]
 
 
-def test_validate_reads_only_a_dataset_the_store_accepts(project, bucket, caplog):
+def test_validate_reads_only_a_dataset_the_store_accepts(workspace, bucket, caplog):
     assert run_all() == [0, 0, 0, 0]
     Path("data/availability/_dataset.json").unlink()
     assert run_stage("validate", validate.run) == 1

@@ -14,7 +14,7 @@ from pipeline.dataset.store import (
     write_dataset,
     write_parquet,
 )
-from tests.rows import T0, frame, row
+from tests.support import T0, frame, row
 
 T1 = T0 + dt.timedelta(days=1)
 ID = DatasetConfig("um", "klines", "1m", dt.date(2019, 9, 25), "perpetual")

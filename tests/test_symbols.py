@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.symbols import (
     SymbolsError,
+    close_names,
     in_scope,
     is_delivery,
     preview,
@@ -13,6 +14,7 @@ from pipeline.symbols import (
     render_gaps,
     write_symbols,
 )
+from tests.support import ROOT
 
 REAL = [
     "BTCUSDT",
@@ -68,14 +70,20 @@ def test_hand_edited_lists_are_refused_with_how_to_fix(tmp_path, content, messag
 
 
 def test_committed_symbols_json_is_valid_and_canonical():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "symbols.json"
+    path = ROOT / "symbols.json"
     symbols = read_symbols(path)
     assert len(symbols) >= 900
     assert "币安人生USDT" in symbols
     assert not any(is_delivery(s) for s in symbols)
     assert path.read_text(encoding="utf-8") == render(json.loads(path.read_text())["symbols"])
+
+
+def test_close_names_are_the_closest_first_whatever_the_case():
+    known = ["BTCUSDT", "BTCUSDC", "ETHUSDT", "币安人生USDT", "XRPUSDT"]
+    assert close_names("btcusdc", known) == ["BTCUSDC", "BTCUSDT"]
+    assert close_names("币安人生usdt", known) == ["币安人生USDT"]
+    assert close_names("BTCUSD", known, limit=1) == ["BTCUSDT"]
+    assert close_names("QQQ", known) == []
 
 
 def test_preview_is_short():

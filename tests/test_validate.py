@@ -7,39 +7,31 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from pipeline.config import Config, parse_config
 from pipeline.dataset.spans import SPANS_SCHEMA, listing_spans
 from pipeline.stages.validate import Report, RunMetricsError, read_without_files, validate
-from tests.rows import frame, row
+from tests import support
+from tests.support import D, build_params, frame, row
 
-ROOT = Path(__file__).resolve().parent.parent
-D = dt.date.fromisoformat
-ONE_DAY = dt.timedelta(days=1)
 # as_of 2024-01-11: rows run through 2024-01-10; the lookback window is 2024-01-06 .. 01-10.
 AS_OF = "2024-01-11"
+SMALL = {
+    "dataset": {"start_date": "2024-01-01"},
+    "run": {"as_of": AS_OF},
+    "update": {"lookback_days": 5},
+    "validate": {"stale_after_days": 3, "late_share": 0.5},
+    "spans": {"max_gap_days": 2},
+}
 
 
 def config(**sections: dict) -> Config:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["dataset"]["start_date"] = "2024-01-01"
-    raw["run"]["as_of"] = AS_OF
-    raw["update"]["lookback_days"] = 5
-    raw["validate"] = {"stale_after_days": 3, "late_share": 0.5}
-    raw["spans"] = {"max_gap_days": 2}
-    for section, values in sections.items():
-        raw[section].update(values)
-    return parse_config(raw, today=D(AS_OF))
+    return parse_config(build_params(SMALL, sections), today=D(AS_OF))
 
 
 def days(symbol: str, first: str, last: str = "2024-01-10", *, missing: tuple = ()) -> list[dict]:
-    """One row per day from `first` through `last`, without a file on the `missing` days."""
-    start, end = D(first), D(last)
-    return [
-        row(str(day), symbol, str(day) not in missing)
-        for day in (start + ONE_DAY * i for i in range((end - start).days + 1))
-    ]
+    """One row per day from `first` through `last` (default: as_of - 1), but the `missing`."""
+    return support.days(symbol, first, last, missing=missing)
 
 
 def january(first: int, last: int) -> tuple[str, ...]:

@@ -1,3 +1,6 @@
+"""The listing client and parser: hand-made pages behind `responses` (pagination, errors,
+damaged and unusual documents), and the emulator's own pages read through the in-process bucket."""
+
 import datetime as dt
 from urllib.parse import parse_qs, urlsplit
 
@@ -5,22 +8,22 @@ import pytest
 import requests
 import responses
 
-from pipeline import vision
-from pipeline.vision.client import VisionClient, VisionError
-from pipeline.vision.layout import Layout
-from pipeline.vision.listing import parse_listing
-from tests.s3xml import NS, error, listing
+from devtools.emulator.server import listing_body
+from pipeline.vision import client as vision_client
+from pipeline.vision import listing as vision_listing
+from pipeline.vision.client import BackoffRetry, VisionClient, VisionError
+from pipeline.vision.listing import ListingPage, ListingParseError, parse_listing
+from tests.s3xml import NS, listing
+from tests.support import LAYOUT, URL, dates
+from tests.support import s3_error as error
 
-BASE = "https://s3.example.test/data.binance.vision"
+BASE = URL
 LIST_URL = BASE + "/"
-LAYOUT = Layout(market="um", data_type="klines", interval="1m")
 XML = {"content_type": "application/xml"}
 
 
-def client(*, retries: int = 2, list_api: int = 2) -> VisionClient:
-    return VisionClient(
-        BASE, timeout_s=5, retries=retries, backoff_s=0, pool_size=4, list_api=list_api
-    )
+def client(*, retries: int = 2) -> VisionClient:
+    return VisionClient(BASE, timeout_s=5, retries=retries, backoff_s=0, pool_size=4)
 
 
 def query(call) -> dict[str, str]:
@@ -42,32 +45,10 @@ def test_layout_names_keys_and_parses_dates():
     key = "data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-29.zip"
     assert LAYOUT.start_after("BTCUSDT", dt.date(2024, 3, 1)) < key.replace("02-29", "03-01")
     assert LAYOUT.start_after("BTCUSDT", dt.date(2024, 3, 1)) > key + ".CHECKSUM"
-    trades = Layout(market="cm", data_type="trades", interval="1m")
-    assert trades.symbol_prefix("BTCUSD_PERP") == "data/futures/cm/daily/trades/BTCUSD_PERP/"
-    trade_key = trades.symbol_prefix("BTCUSD_PERP") + "BTCUSD_PERP-trades-2024-01-01.zip"
-    assert daily_dates(trades, "BTCUSD_PERP", [trade_key]) == [dt.date(2024, 1, 1)]
-
-
-def daily_dates(layout: Layout, symbol: str, keys: list[str]) -> list[dt.date]:
-    page = parse_listing(listing(keys).encode())
-    days = layout.daily_files(symbol, page.objects).get_column("date").to_list()
-    # The per-key check the prober plans with agrees with the vectorised filter.
-    assert [d for d in (layout.day_of(symbol, key) for key in page.keys) if d] == days
-    return days
-
-
-def test_daily_files_keep_only_the_symbols_dated_zips():
-    prefix = LAYOUT.symbol_prefix("BTCUSDT")
-    keys = [
-        prefix + "BTCUSDT-1m-2024-02-29.zip",
-        prefix + "BTCUSDT-1m-2024-02-29.zip.CHECKSUM",
-        prefix + "BTCUSDT-1m-2024-02-30.zip",  # not a date
-        prefix + "BTCUSDT-1m-2024-03.zip",  # a monthly name
-        prefix + "BTCUSDT-5m-2024-03-01.zip",  # another interval
-        prefix + "notes.txt",
-    ]
-    assert daily_dates(LAYOUT, "BTCUSDT", keys) == [dt.date(2024, 2, 29)]
-    assert daily_dates(LAYOUT, "BTC", keys) == []
+    assert LAYOUT.day_of("BTCUSDT", key) == dt.date(2024, 2, 29)
+    assert LAYOUT.day_of("BTCUSDT", key + ".CHECKSUM") is None
+    assert LAYOUT.day_of("BTC", key) is None
+    assert LAYOUT.symbol_of(LAYOUT.root + "BTCUSDT/") == "BTCUSDT"
 
 
 @responses.activate
@@ -83,7 +64,7 @@ def test_v2_pagination_follows_continuation_tokens_across_1000_key_pages():
     responses.get(LIST_URL, body=listing(keys[2000:], prefix=prefix), **XML)
     with client() as vision:
         pages = list(vision.iter_pages(prefix, start_after="S", subject="BTCUSDT"))
-    assert [p.objects.height for p in pages] == [1000, 1000, 200]
+    assert [len(p.keys) for p in pages] == [1000, 1000, 200]
     assert [k for p in pages for k in p.keys] == keys
     sent = [query(call) for call in responses.calls]
     assert sent[0]["start-after"] == "S" and "continuation-token" not in sent[0]
@@ -95,38 +76,17 @@ def test_v2_pagination_follows_continuation_tokens_across_1000_key_pages():
 
 
 @responses.activate
-def test_v1_pagination_continues_from_last_key_without_next_marker():
-    keys = keys_for("ETHUSDT", 600)
-    prefix = LAYOUT.symbol_prefix("ETHUSDT")
-    responses.get(LIST_URL, body=listing(keys[:1000], prefix=prefix, truncated=True), **XML)
-    responses.get(LIST_URL, body=listing(keys[1000:], prefix=prefix), **XML)
-    with client(list_api=1) as vision:
-        pages = list(vision.iter_pages(prefix, subject="ETHUSDT"))
-    assert [k for p in pages for k in p.keys] == keys
-    second = query(responses.calls[1])
-    assert second["marker"] == keys[999]
-    assert "list-type" not in second
-
-
-@responses.activate
-def test_v1_with_delimiter_continues_from_next_marker():
+def test_folders_are_listed_across_pages_by_continuation_token():
     root = LAYOUT.root
-    responses.get(
-        LIST_URL,
-        body=listing(
-            common_prefixes=[root + "AUSDT/"],
-            prefix=root,
-            truncated=True,
-            next_marker=root + "AUSDT/",
-        ),
-        **XML,
-    )
+    first = listing(common_prefixes=[root + "AUSDT/"], prefix=root, truncated=True, token="t1")
+    responses.get(LIST_URL, body=first, **XML)
     responses.get(LIST_URL, body=listing(common_prefixes=[root + "BUSDT/"], prefix=root), **XML)
-    with client(list_api=1) as vision:
+    with client() as vision:
         found = vision.list_common_prefixes(root, subject="symbols")
     assert found == [root + "AUSDT/", root + "BUSDT/"]
-    assert query(responses.calls[1])["marker"] == root + "AUSDT/"
-    assert query(responses.calls[1])["delimiter"] == "/"
+    sent = [query(call) for call in responses.calls]
+    assert [q.get("continuation-token") for q in sent] == [None, "t1"]
+    assert all(q["delimiter"] == "/" and q["prefix"] == root for q in sent)
 
 
 @responses.activate
@@ -140,7 +100,8 @@ def test_non_ascii_names_are_percent_encoded_and_decoded():
             prefix, start_after=LAYOUT.start_after(symbol, dt.date(2020, 1, 1)), subject=symbol
         )
     assert page.keys == keys
-    assert daily_dates(LAYOUT, symbol, page.keys) == [dt.date(2020, 1, 1), dt.date(2020, 1, 2)]
+    days = [LAYOUT.day_of(symbol, key) for key in page.keys[::2]]
+    assert days == dates("2020-01-01", "2020-01-02")
     url = responses.calls[0].request.url
     assert "%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9F" in url  # 币安人生, UTF-8 percent-encoded
     assert query(responses.calls[0])["prefix"] == prefix
@@ -148,11 +109,16 @@ def test_non_ascii_names_are_percent_encoded_and_decoded():
 
 def test_parse_listing_without_url_encoding_reads_plain_xml_names():
     keys = ["data/futures/um/daily/klines/龙虾USDT/1m/龙虾USDT-1m-2026-01-01.zip"]
-    page = parse_listing(listing(keys, url_encode=False, sizes={keys[0]: 77}).encode())
-    assert page.objects.rows() == [(keys[0], "77", "abc123", "2024-01-02T03:04:05.000Z")]
-    typed = page.objects.select(vision.typed_file_columns()).row(0)
-    assert typed == (77, dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
-    assert page.is_truncated is False and page.continuation is None
+    page = parse_listing(listing(keys, url_encode=False, size=77).encode())
+    assert page == ListingPage(
+        keys=keys,
+        sizes=["77"],
+        etags=["abc123"],
+        last_modified=["2024-01-02T03:04:05.000Z"],
+        common_prefixes=[],
+        is_truncated=False,
+        continuation=None,
+    )
 
 
 @responses.activate
@@ -160,7 +126,7 @@ def test_404_means_the_folder_has_no_files():
     responses.get(LIST_URL, status=404, body=error("NoSuchKey"), **XML)
     with client() as vision:
         page = vision.list_page(LAYOUT.symbol_prefix("GONEUSDT"), subject="GONEUSDT")
-    assert page.objects.is_empty() and not page.is_truncated
+    assert page.keys == [] and not page.is_truncated
 
 
 @responses.activate
@@ -180,7 +146,7 @@ def test_transient_503_slowdown_is_retried_and_counted():
     responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
     with client(retries=3) as vision:
         page = vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
-    assert page.objects.height == 2
+    assert len(page.keys) == 2
     assert len(responses.calls) == 3
     assert (vision.requests, vision.retries) == (3, 2)
 
@@ -194,7 +160,7 @@ def test_a_connection_failure_that_outlasts_the_retries_is_one_line_with_the_url
         "BTCUSDT: listing failed after 1 retries (connection failed)"
     )
     assert (len(responses.calls), vision.requests, vision.retries) == (2, 2, 1)
-    assert "https://s3.example.test/data.binance.vision/?prefix=data%2Ffutures" in str(
+    assert "https://s3.example.test/data.binance.vision/?list-type=2&prefix=data%2Ffutures" in str(
         failure.value
     )
 
@@ -267,7 +233,7 @@ def canonical_pages() -> list[str]:
     return [
         listing(keys, truncated=True, token="tok&amp;1"),
         listing(keys_for("币安人生USDT", 2), url_encode=False),
-        listing(common_prefixes=["data/a/", "data/b c/"], truncated=True, next_marker="data/b c/"),
+        listing(common_prefixes=["data/a/", "data/b c/"], truncated=True, token="data/b c/"),
         listing([]),
         # S3 adds ChecksumAlgorithm between ETag and Size for newer uploads.
         listing(keys).replace("</ETag>", "</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm>"),
@@ -278,28 +244,16 @@ def canonical_pages() -> list[str]:
 
 @pytest.mark.parametrize("body", canonical_pages())
 def test_fast_scan_agrees_with_the_elementtree_reference(body, monkeypatch):
-    assert vision._scan_canonical(body.encode()) is not None
-    fast = parse_listing(body.encode(), list_api=1)
-    monkeypatch.setattr(vision, "_scan_canonical", lambda _body: None)
-    reference = parse_listing(body.encode(), list_api=1)
-    assert reference.objects.equals(fast.objects)
-    assert (reference.common_prefixes, reference.is_truncated, reference.continuation) == (
-        fast.common_prefixes,
-        fast.is_truncated,
-        fast.continuation,
-    )
-
-
-def test_v1_continues_from_the_last_key_even_when_it_is_a_checksum():
-    keys = keys_for("BTCUSDT", 2)
-    page = parse_listing(listing(keys, truncated=True).encode(), list_api=1)
-    assert page.continuation == keys[3]
+    assert vision_listing._scan_canonical(body.encode()) is not None
+    fast = parse_listing(body.encode())
+    monkeypatch.setattr(vision_listing, "_scan_canonical", lambda _body: None)
+    assert parse_listing(body.encode()) == fast
 
 
 def test_keys_with_xml_entities_take_the_reference_path_and_come_back_whole():
     keys = ["data/a&b/x.zip", "data/a<b/y.zip"]
     body = listing(keys, url_encode=False).encode()
-    assert vision._scan_canonical(body) is None
+    assert vision_listing._scan_canonical(body) is None
     assert parse_listing(body).keys == keys
 
 
@@ -311,8 +265,8 @@ def test_keys_with_xml_entities_take_the_reference_path_and_come_back_whole():
     ],
 )
 def test_damaged_pages_fall_back_to_the_reference_parser_and_fail(body):
-    assert vision._scan_canonical(body.encode()) is None
-    with pytest.raises(vision.ListingParseError, match="malformed XML"):
+    assert vision_listing._scan_canonical(body.encode()) is None
+    with pytest.raises(ListingParseError, match="malformed XML"):
         parse_listing(body.encode())
 
 
@@ -330,9 +284,9 @@ def entry(key: str, extra: str = "") -> str:
 def outcome(body: bytes) -> object:
     try:
         page = parse_listing(body)
-    except vision.ListingParseError as exc:
+    except ListingParseError as exc:
         return f"error: {str(exc).split(':')[0]}"
-    return (page.objects.rows(), page.common_prefixes, page.is_truncated, page.continuation)
+    return page
 
 
 @pytest.mark.parametrize(
@@ -374,14 +328,12 @@ def test_unusual_or_damaged_pages_read_exactly_as_the_reference_parser_reads_the
     body, monkeypatch
 ):
     fast = outcome(body.encode())
-    monkeypatch.setattr(vision, "_scan_canonical", lambda _body: None)
+    monkeypatch.setattr(vision_listing, "_scan_canonical", lambda _body: None)
     assert fast == outcome(body.encode())
 
 
 def test_the_first_retry_already_backs_off_and_retry_after_is_capped():
-    retry = vision.BackoffRetry(
-        backoff_factor=0.5, backoff_jitter=0, backoff_max=4, retry_after_cap=3
-    )
+    retry = BackoffRetry(backoff_factor=0.5, backoff_jitter=0, backoff_max=4, retry_after_cap=3)
     assert retry.get_backoff_time() == 0
     waits = []
     for _ in range(5):
@@ -428,7 +380,7 @@ def test_a_response_cut_short_midway_is_retried(flaky_server):
     state["cut"] = 2
     with VisionClient(url, timeout_s=5, retries=3, backoff_s=0, pool_size=1) as client:
         page = client.list_page("p/", subject="BTCUSDT")
-    assert page.objects.height == 2
+    assert len(page.keys) == 2
     assert (state["served"], client.requests, client.retries) == (3, 3, 2)
 
 
@@ -449,7 +401,7 @@ def test_a_response_always_cut_short_fails_after_the_retries(flaky_server):
 @responses.activate
 def test_retry_after_is_honoured_up_to_the_cap(monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr(vision.time, "sleep", waits.append)
+    monkeypatch.setattr(vision_client.time, "sleep", waits.append)
     throttled = {"status": 503, "body": error("SlowDown"), **XML}
     responses.get(LIST_URL, headers={"Retry-After": "2"}, **throttled)
     responses.get(LIST_URL, headers={"Retry-After": "3600"}, **throttled)
@@ -482,3 +434,54 @@ def test_a_dead_endpoint_fails_within_timeout_times_retries(black_hole):
     assert message.startswith("BTCUSDT: listing failed after ")
     assert "(timed out, out of the 1s retry budget) from http://127.0.0.1:" in message
     assert dead.requests < 5
+
+
+# The emulator's pages, as the in-process bucket answers them.
+
+
+def test_the_emulators_pages_are_read_whole_across_its_continuation_tokens(empty_bucket):
+    empty_bucket.add_days("币安人生USDT", "2020-01-01", "2023-01-04")  # 1100 days: 3 pages
+    prefix = LAYOUT.symbol_prefix("币安人生USDT")
+    with client() as vision:
+        pages = list(vision.iter_pages(prefix, subject="币安人生USDT"))
+    assert [len(page.keys) for page in pages] == [1000, 1000, 200]
+    universe = empty_bucket.universe
+    listed = [key for page in pages for key in page.keys]
+    assert listed == [
+        empty_bucket.key("币安人生USDT", str(day)) + suffix
+        for day in dates("2020-01-01", "2023-01-04")
+        for suffix in ("", ".CHECKSUM")
+    ]
+    metas = [universe.meta(key) for key in listed]
+    assert [size for page in pages for size in page.sizes] == [str(m.size) for m in metas]
+    assert [etag for page in pages for etag in page.etags] == [m.etag for m in metas]
+    assert [s for page in pages for s in page.last_modified] == [
+        m.last_modified.strftime("%Y-%m-%dT%H:%M:%S.000Z") for m in metas
+    ]
+    tokens = [q.get("continuation-token") for q in empty_bucket.queries]
+    assert tokens == [None, pages[0].continuation, pages[1].continuation]
+    assert pages[-1].continuation is None
+
+
+@pytest.mark.parametrize("encoding", [["url"], []], ids=["url-encoded", "plain"])
+def test_the_emulators_pages_take_the_fast_path_and_read_as_the_reference_does(
+    empty_bucket, monkeypatch, encoding
+):
+    empty_bucket.add_days("A B+USDT", "2024-01-01", "2024-01-03")
+    empty_bucket.add_days("币安人生USDT", "2024-01-01", "2024-01-03")
+    queries = [
+        {"list-type": ["2"], "prefix": [LAYOUT.root], "delimiter": ["/"], "max-keys": ["1"]},
+        {"list-type": ["2"], "prefix": [LAYOUT.symbol_prefix("A B+USDT")]},
+        {"list-type": ["2"], "prefix": [LAYOUT.symbol_prefix("币安人生USDT")], "max-keys": ["3"]},
+    ]
+    bodies = [
+        listing_body(empty_bucket.universe, {**q, "encoding-type": encoding} if encoding else q)
+        for q in queries
+    ]
+    assert all(vision_listing._scan_canonical(body) is not None for body in bodies)
+    fast = [parse_listing(body) for body in bodies]
+    monkeypatch.setattr(vision_listing, "_scan_canonical", lambda _body: None)
+    assert [parse_listing(body) for body in bodies] == fast
+    assert fast[0].common_prefixes == [LAYOUT.root + "A B+USDT/"] and fast[0].is_truncated
+    assert fast[1].keys[0] == empty_bucket.key("A B+USDT", "2024-01-01")
+    assert fast[2].keys[2] == empty_bucket.key("币安人生USDT", "2024-01-02")

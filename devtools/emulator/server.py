@@ -241,7 +241,9 @@ class _ListRequest:
     url_encoded: bool
 
 
-class _BadRequestError(Exception):
+class BadRequestError(Exception):
+    """A ListObjects request S3 refuses with 400 (`code` is S3's error code)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -255,14 +257,14 @@ def _parse_list_request(params: Mapping[str, list[str]]) -> _ListRequest:
 
     encoding = param("encoding-type")
     if encoding is not None and encoding != "url":
-        raise _BadRequestError("InvalidArgument", "Invalid Encoding Method specified in Request")
+        raise BadRequestError("InvalidArgument", "Invalid Encoding Method specified in Request")
     max_keys_text = param("max-keys")
     try:
         max_keys = MAX_KEYS if max_keys_text is None else int(max_keys_text)
     except ValueError:
-        raise _BadRequestError("InvalidArgument", "Provided max-keys not an integer") from None
+        raise BadRequestError("InvalidArgument", "Provided max-keys not an integer") from None
     if max_keys < 0:
-        raise _BadRequestError("InvalidArgument", "max-keys must be between 0 and 2147483647")
+        raise BadRequestError("InvalidArgument", "max-keys must be between 0 and 2147483647")
     v2 = param("list-type") == "2"
     start_after = param("start-after") if v2 else param("marker")
     token = param("continuation-token") if v2 else None
@@ -290,7 +292,7 @@ def _decode_token(token: str) -> str:
             return raw[len(_TOKEN_TAG) :].decode()
     except (binascii.Error, UnicodeDecodeError):
         pass
-    raise _BadRequestError("InvalidArgument", "The continuation token provided is incorrect")
+    raise BadRequestError("InvalidArgument", "The continuation token provided is incorrect")
 
 
 def _s3_time(moment: datetime) -> str:
@@ -353,6 +355,23 @@ def _render_listing(page: ListPage, request: _ListRequest) -> str:
         for common in page.common_prefixes
     ]
     return "".join([_XML_DECLARATION, *head, *contents, *prefixes, "</ListBucketResult>"])
+
+
+def listing_body(universe: Universe, params: Mapping[str, list[str]]) -> bytes:
+    """The ListBucketResult a ListObjects request with these query params gets, faults aside.
+
+    What the server sends; tests also answer listings with it in process (behind `responses`).
+    Raises BadRequestError for params S3 refuses.
+    """
+    request = _parse_list_request(params)
+    page = list_objects(
+        universe,
+        prefix=request.prefix,
+        delimiter=request.delimiter,
+        start_after=request.resume_after,
+        max_keys=request.max_keys,
+    )
+    return _render_listing(page, request).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -439,18 +458,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self._answer_instead_of_listing(fault):
                 return
         try:
-            request = _parse_list_request(params)
-        except _BadRequestError as exc:
+            body = listing_body(self.state.universe, params)
+        except BadRequestError as exc:
             self._send_error(400, exc.code, exc.message, "GET")
             return
-        page = list_objects(
-            self.state.universe,
-            prefix=request.prefix,
-            delimiter=request.delimiter,
-            start_after=request.resume_after,
-            max_keys=request.max_keys,
-        )
-        body = _render_listing(page, request).encode()
         if fault == "malformed":
             body = body[: len(body) // 2]
         self._send(200, body, "application/xml", "GET", cut_short=fault == "truncated")

@@ -37,8 +37,11 @@ def journal_path(params: Path) -> Path:
     return params.with_name(f".{params.name}.one-off.json")
 
 
-def recover(params: Path) -> bool:
-    """Put params.yaml back as it was before an interrupted one-off run; say whether it did."""
+def recover(params: Path, *, interrupted: bool = True) -> bool:
+    """Put params.yaml back as it was before an interrupted one-off run; say whether it did.
+
+    `interrupted=False`: the run's own clean-up, which puts params.yaml back without a warning.
+    """
     journal = journal_path(params)
     if not journal.exists():
         return False
@@ -55,7 +58,10 @@ def recover(params: Path) -> bool:
     current = _read(params) if params.exists() else None
     if current == during:
         _write(params, before)
-        log.warning("%s had the one-off params of an interrupted run: put back as before", params)
+        if interrupted:
+            log.warning(
+                "%s had the one-off params of an interrupted run: put back as before", params
+            )
     elif current != before:
         raise OneOffError(
             f"{params} was edited after a one-off run was interrupted; its text from before "
@@ -80,7 +86,7 @@ def one_off_params(params: Path, overrides: Mapping[str, Any]) -> Iterator[None]
     try:
         yield
     finally:
-        recover(params)
+        recover(params, interrupted=False)
 
 
 def _read(params: Path) -> str:
