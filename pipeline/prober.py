@@ -21,12 +21,13 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.dataset.schema import SCHEMA
-from pipeline.vision.client import VisionClient
+from pipeline.vision.client import VisionClient, VisionError
 from pipeline.vision.layout import DAILY_SUFFIX, DATE_TEXT_LENGTH, Layout
 from pipeline.vision.listing import PAGE_SIZE, ListingPage
 
 # Each day has two keys (the zip and its .CHECKSUM), so a full page spans this many days.
-PAGE_DAYS = PAGE_SIZE // 2
+KEYS_PER_DAY = 2
+PAGE_DAYS = PAGE_SIZE // KEYS_PER_DAY
 ONE_DAY = dt.timedelta(days=1)
 S3_TIMESTAMP = "%Y-%m-%dT%H:%M:%S%.fZ"
 LISTED_FILES = {
@@ -64,6 +65,8 @@ class ProbeStats:
     requests: int
     retries: int
     seconds: float
+    probed_at: dt.datetime
+    """The rows' probe_timestamp: when the listing ended, by the server's clock at most."""
 
 
 @dataclass(frozen=True)
@@ -105,23 +108,26 @@ def probe(
     ranges: Sequence[ProbeRange],
     *,
     workers: int,
-    probed_at: dt.datetime,
     on_listed: OnListed | None = None,
 ) -> tuple[pl.DataFrame, ProbeStats]:
     """Rows in the dataset schema for the (symbol, date) pairs of `ranges`, and what it cost.
 
-    Raises VisionError (naming the symbol, URL and status) if any listing fails for good;
-    then no rows are returned at all, but `on_listed` has seen every symbol finished before.
+    The rows are stamped once the listing is done, with `client.now()`: never later than
+    the server's clock. Raises VisionError (naming the symbol, URL and status) if any listing
+    fails for good; then no rows are returned at all, but `on_listed` has seen every symbol
+    finished before.
     """
     started = time.monotonic()
     requests_before, retries_before = client.requests, client.retries
     found = _list_all(client, layout, ranges, workers=workers, on_listed=on_listed)
+    probed_at = client.now()
     rows = to_rows(ranges, found, probed_at)
     stats = ProbeStats(
         symbols=len({r.symbol for r in ranges}),
         requests=client.requests - requests_before,
         retries=client.retries - retries_before,
         seconds=time.monotonic() - started,
+        probed_at=probed_at,
     )
     return rows, stats
 
@@ -234,17 +240,31 @@ def _plan_middle(tail: _Task, *, tail_has_files: bool) -> list[_Task]:
 
 def _list_segment(client: VisionClient, layout: Layout, task: _Task) -> list[ListingPage]:
     pages = []
+    prefix = layout.symbol_prefix(task.symbol)
     listing = client.iter_pages(
-        layout.symbol_prefix(task.symbol),
-        start_after=layout.start_after(task.symbol, task.first),
-        subject=task.symbol,
+        prefix, start_after=layout.start_after(task.symbol, task.first), subject=task.symbol
     )
+    limit = page_limit(task.first, task.last)
     for page in listing:
+        if len(pages) == limit:
+            # Every page moved forward, but through keys no daily file has: invented ones.
+            raise VisionError(
+                f"{task.symbol}: more than {limit} listing pages for {task.first} to "
+                f"{task.last}, more than its daily files can fill, from {client.listing_url}/ "
+                f"(prefix {prefix}); check vision.listing_url and any proxy in front of it"
+            )
         pages.append(page)
         reached = _last_day(layout, task.symbol, page)
         if reached is not None and reached >= task.last:
             break
     return pages
+
+
+def page_limit(first: dt.date, last: dt.date) -> int:
+    """The most pages a listing from `first` past `last` can take: a folder holds two keys a
+    day (the zip and its .CHECKSUM), and one more page may be needed to see past `last`."""
+    days = (last - first).days + 1
+    return -(-KEYS_PER_DAY * days // PAGE_SIZE) + 1
 
 
 def _first_day(layout: Layout, symbol: str, page: ListingPage) -> dt.date | None:

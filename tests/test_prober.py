@@ -1,16 +1,18 @@
 """The prober against the in-process bucket: exact rows, and how many pages each plan costs."""
 
 import datetime as dt
+import itertools
 
 import polars as pl
 import pytest
 import responses
 
 from pipeline.dataset.schema import SCHEMA
-from pipeline.prober import ProbeRange, daily_files, probe, typed_file_columns
+from pipeline.prober import ProbeRange, daily_files, page_limit, probe, typed_file_columns
 from pipeline.vision.client import VisionClient, VisionError
 from pipeline.vision.layout import Layout
 from pipeline.vision.listing import ListingPage
+from tests.s3xml import listing
 from tests.support import LAYOUT, URL, D, dates, s3_error
 
 NOW = dt.datetime(2026, 11, 29, 1, 2, 3, tzinfo=dt.UTC)
@@ -18,7 +20,7 @@ NOW = dt.datetime(2026, 11, 29, 1, 2, 3, tzinfo=dt.UTC)
 
 def run(ranges: list[ProbeRange], workers: int = 4):
     with VisionClient(URL, timeout_s=5, retries=0, backoff_s=0, pool_size=workers) as client:
-        return probe(client, LAYOUT, ranges, workers=workers, probed_at=NOW)
+        return probe(client, LAYOUT, ranges, workers=workers)
 
 
 def test_lookback_window_costs_one_request_per_symbol(empty_bucket):
@@ -34,7 +36,7 @@ def test_lookback_window_costs_one_request_per_symbol(empty_bucket):
     assert btc.filter(~pl.col("available"))["date"].to_list() == [D("2024-03-05")]
     new = rows.filter(pl.col("symbol") == "币安人生USDT", pl.col("available"))
     assert new["date"].to_list() == dates("2024-03-03", "2024-03-10")
-    assert rows["probe_timestamp"].unique().to_list() == [NOW]
+    assert rows["probe_timestamp"].unique().to_list() == [stats.probed_at]
 
 
 def test_available_rows_carry_size_etag_and_last_modified_and_missing_rows_nulls(empty_bucket):
@@ -109,6 +111,40 @@ def test_a_failure_of_every_listing_names_the_status_and_the_code():
             VisionError, match=r"^BTCUSDT: listing failed \(HTTP 503 SlowDown\) from https:"
         ):
             run([ProbeRange("BTCUSDT", D("2024-01-01"), D("2024-01-02"))])
+
+
+def test_a_listing_of_endless_invented_keys_stops_at_the_pages_its_days_can_fill():
+    # Each page moves forward (new keys, new token), but none is a daily file: without a
+    # limit the prober would follow it forever.
+    prefix = LAYOUT.symbol_prefix("BTCUSDT")
+    served = itertools.count()
+
+    def invented(_request):
+        n = next(served)
+        page = listing([f"{prefix}junk-{n:06d}"], prefix=prefix, truncated=True, token=f"t{n}")
+        return 200, {}, page
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, URL + "/", invented, content_type="application/xml")
+        with pytest.raises(VisionError) as failure:
+            run([ProbeRange("BTCUSDT", D("2024-01-01"), D("2024-01-02"))], workers=1)
+    assert str(failure.value).startswith(
+        "BTCUSDT: more than 2 listing pages for 2024-01-01 to 2024-01-02, more than its daily "
+        f"files can fill, from {URL}/ (prefix {prefix}); check vision.listing_url"
+    )
+    assert next(served) == 4  # the head, then the segment's two pages and the one too many
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "pages"),
+    [
+        ("2024-01-01", "2024-01-01", 2),
+        ("2024-01-01", "2025-05-14", 2),  # 500 days: 1000 keys, one page
+        ("2024-01-01", "2025-05-15", 3),
+    ],
+)
+def test_page_limit_is_the_pages_two_keys_a_day_fill_and_one_more(first, last, pages):
+    assert page_limit(D(first), D(last)) == pages
 
 
 def test_full_history_ranges_start_at_the_first_file_and_skip_symbols_without_one(empty_bucket):

@@ -30,6 +30,11 @@ def query(call) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(call.request.url).query).items()}
 
 
+def btc_page() -> str:
+    """A one-day page of BTCUSDT's folder, as S3 answers a listing of it."""
+    return listing(keys_for("BTCUSDT", 1), prefix=LAYOUT.symbol_prefix("BTCUSDT"))
+
+
 def keys_for(symbol: str, days: int, start: dt.date = dt.date(2020, 1, 1)) -> list[str]:
     prefix = LAYOUT.symbol_prefix(symbol)
     out = []
@@ -118,19 +123,12 @@ def test_parse_listing_without_url_encoding_reads_plain_xml_names():
         common_prefixes=[],
         is_truncated=False,
         continuation=None,
+        prefix="",
     )
 
 
 @responses.activate
-def test_404_means_the_folder_has_no_files():
-    responses.get(LIST_URL, status=404, body=error("NoSuchKey"), **XML)
-    with client() as vision:
-        page = vision.list_page(LAYOUT.symbol_prefix("GONEUSDT"), subject="GONEUSDT")
-    assert page.keys == [] and not page.is_truncated
-
-
-@responses.activate
-def test_a_missing_bucket_is_an_error_not_an_empty_folder():
+def test_a_missing_bucket_is_an_error_naming_the_listing_url():
     responses.get(LIST_URL, status=404, body=error("NoSuchBucket"), **XML)
     with (
         client() as vision,
@@ -143,7 +141,7 @@ def test_a_missing_bucket_is_an_error_not_an_empty_folder():
 def test_transient_503_slowdown_is_retried_and_counted():
     responses.get(LIST_URL, status=503, body=error("SlowDown"), **XML)
     responses.get(LIST_URL, status=500, body=error("InternalError"), **XML)
-    responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
+    responses.get(LIST_URL, body=btc_page(), **XML)
     with client(retries=3) as vision:
         page = vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     assert len(page.keys) == 2
@@ -351,7 +349,7 @@ def flaky_server():
     import threading
 
     state = {"cut": 0, "served": 0}
-    body = listing(keys_for("BTCUSDT", 1)).encode()
+    body = btc_page().encode()
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -379,7 +377,7 @@ def test_a_response_cut_short_midway_is_retried(flaky_server):
     url, state = flaky_server
     state["cut"] = 2
     with VisionClient(url, timeout_s=5, retries=3, backoff_s=0, pool_size=1) as client:
-        page = client.list_page("p/", subject="BTCUSDT")
+        page = client.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     assert len(page.keys) == 2
     assert (state["served"], client.requests, client.retries) == (3, 3, 2)
 
@@ -394,7 +392,7 @@ def test_a_response_always_cut_short_fails_after_the_retries(flaky_server):
         VisionClient(url, timeout_s=5, retries=2, backoff_s=0, pool_size=1) as client,
         pytest.raises(VisionError, match=expected),
     ):
-        client.list_page("p/", subject="BTCUSDT")
+        client.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     assert state["served"] == 3
 
 
@@ -405,7 +403,7 @@ def test_retry_after_is_honoured_up_to_the_cap(monkeypatch):
     throttled = {"status": 503, "body": error("SlowDown"), **XML}
     responses.get(LIST_URL, headers={"Retry-After": "2"}, **throttled)
     responses.get(LIST_URL, headers={"Retry-After": "3600"}, **throttled)
-    responses.get(LIST_URL, body=listing(keys_for("BTCUSDT", 1)), **XML)
+    responses.get(LIST_URL, body=btc_page(), **XML)
     with client(retries=3) as throttled_client:
         throttled_client.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     assert waits == [2, 5]  # the second is capped at probe.timeout_s
@@ -429,7 +427,7 @@ def test_a_dead_endpoint_fails_within_timeout_times_retries(black_hole):
         VisionClient(black_hole, timeout_s=0.25, retries=4, backoff_s=0.2, pool_size=1) as dead,
         pytest.raises(VisionError) as failure,
     ):
-        dead.list_page("p/", subject="BTCUSDT")
+        dead.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     message = str(failure.value)
     assert message.startswith("BTCUSDT: listing failed after ")
     assert "(timed out, out of the 1s retry budget) from http://127.0.0.1:" in message

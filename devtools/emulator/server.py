@@ -4,9 +4,11 @@ It answers what the pipeline asks of Binance Vision: ListObjects V1 and V2 on th
 bucket `/data.binance.vision`, and HEAD/GET of a key both there and at `/<key>` (the shape of a
 download URL). Knobs inject the failures real S3 and the networks in front of it produce:
 transient ones at random (503 SlowDown, connection resets) and permanent ones for chosen
-prefixes (an S3 error document or broken XML with status 200, a body cut short, an HTML page,
-a 503 or a 500 every time), so retry logic and error messages can be tested; counters let tests
-assert how many requests a stage made and how many faults it met. Everything under
+prefixes (an S3 error document or broken XML with status 200, a body cut short or trickling,
+an HTML page, a 404, a 503 or a 500 every time, and pages that break the protocol: looping or
+empty continuation tokens, foreign prefixes and keys, no EncodingType echo), so retry logic,
+the client's checks and error messages can be tested; counters let tests assert how many
+requests a stage made and how many faults it met. Everything under
 `/_emulator/` is control: never delayed, faulted or counted.
 """
 
@@ -55,9 +57,43 @@ KINDS = ("list", "head", "get")
 #   html            200, text/html: a captive portal's or a CDN's error page
 #   slowdown        503 SlowDown (with the Retry-After knob)
 #   internal_error  500 InternalError
-PREFIX_FAULTS = ("malformed", "error_document", "truncated", "html", "slowdown", "internal_error")
+#   not_found_html  404, text/html: a web server's or a CDN's "Not Found" page
+#   no_such_key     404 NoSuchKey: an S3 error document, but not one a listing ever gets
+#   bad_retry_after 503 SlowDown with "Retry-After: soon"
+#   trickle         200, the page sent one byte every TRICKLE_INTERVAL_S
+#   looping_token   the listing's first page whatever the token, truncated, its next token
+#                   always LOOP_TOKEN: a client that follows it pages forever
+#   empty_token     the page truncated, with an empty <NextContinuationToken/>
+#   no_encoding_echo  the page without its <EncodingType>url</EncodingType> echo (names
+#                   still url-encoded)
+#   prefix_empty, prefix_nested, prefix_other_market
+#                   the page with one more CommonPrefix: "", one two levels down
+#                   ("{prefix}A/B/"), or OTHER_MARKET_FOLDER
+#   key_outside_prefix  the page with one more key, under OTHER_MARKET_FOLDER
+PREFIX_FAULTS = (
+    "malformed",
+    "error_document",
+    "truncated",
+    "html",
+    "slowdown",
+    "internal_error",
+    "not_found_html",
+    "no_such_key",
+    "bad_retry_after",
+    "trickle",
+    "looping_token",
+    "empty_token",
+    "no_encoding_echo",
+    "prefix_empty",
+    "prefix_nested",
+    "prefix_other_market",
+    "key_outside_prefix",
+)
 # Counted by what was answered: a random 503 and a prefix's 503 are both a "slowdown".
-FAULTS = ("slowdown", "reset", "malformed", "error_document", "truncated", "html", "internal_error")
+FAULTS = ("slowdown", "reset", *(fault for fault in PREFIX_FAULTS if fault != "slowdown"))
+TRICKLE_INTERVAL_S = 0.5
+LOOP_TOKEN = "loop"
+OTHER_MARKET_FOLDER = "data/futures/cm/daily/klines/BTCUSD_PERP/"
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _TOKEN_TAG = b"emulator-v1:"
 _XML_ENTITIES = {'"': "&quot;"}
@@ -68,6 +104,11 @@ _PORTAL_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>Network login</title></head>"
     b"<body><h1>Please sign in to continue</h1></body></html>\n"
 )
+_NOT_FOUND_PAGE = (
+    b"<html>\r\n<head><title>404 Not Found</title></head>\r\n"
+    b"<body>\r\n<center><h1>404 Not Found</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+_NEXT_TOKEN = re.compile(rb"<NextContinuationToken>[^<]*</NextContinuationToken>")
 
 
 @dataclass(frozen=True)
@@ -357,6 +398,37 @@ def _render_listing(page: ListPage, request: _ListRequest) -> str:
     return "".join([_XML_DECLARATION, *head, *contents, *prefixes, "</ListBucketResult>"])
 
 
+def _damaged(body: bytes, fault: str, prefix: str) -> bytes:
+    """The listing `body` as the prefix fault `fault` damages it (unchanged for the others)."""
+    end = b"</ListBucketResult>"
+    if fault == "malformed":
+        return body[: len(body) // 2]
+    if fault in ("looping_token", "empty_token"):
+        token = LOOP_TOKEN if fault == "looping_token" else ""
+        body = _NEXT_TOKEN.sub(b"", body).replace(b"<IsTruncated>false<", b"<IsTruncated>true<")
+        tag = f"<NextContinuationToken>{token}</NextContinuationToken>".encode()
+        return body.replace(b"<KeyCount>", tag + b"<KeyCount>", 1)
+    if fault == "no_encoding_echo":
+        return body.replace(b"<EncodingType>url</EncodingType>", b"")
+    foreign = {
+        "prefix_empty": "",
+        "prefix_nested": prefix + "A/B/",
+        "prefix_other_market": OTHER_MARKET_FOLDER,
+    }
+    if fault in foreign:
+        extra = f"<CommonPrefixes><Prefix>{_xml(foreign[fault])}</Prefix></CommonPrefixes>"
+        return body.replace(end, extra.encode() + end)
+    if fault == "key_outside_prefix":
+        key = f"{OTHER_MARKET_FOLDER}1m/BTCUSD_PERP-1m-2024-01-01.zip"
+        extra = (
+            f"<Contents><Key>{key}</Key><LastModified>2024-01-02T00:00:00.000Z</LastModified>"
+            "<ETag>&quot;0123456789abcdef0123456789abcdef&quot;</ETag><Size>1234</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+        )
+        return body.replace(end, extra.encode() + end)
+    return body
+
+
 def listing_body(universe: Universe, params: Mapping[str, list[str]]) -> bytes:
     """The ListBucketResult a ListObjects request with these query params gets, faults aside.
 
@@ -457,20 +529,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.counters.fault(fault)
             if self._answer_instead_of_listing(fault):
                 return
+        if fault == "looping_token":
+            params.pop("continuation-token", None)  # the loop: always the first page again
         try:
             body = listing_body(self.state.universe, params)
         except BadRequestError as exc:
             self._send_error(400, exc.code, exc.message, "GET")
             return
-        if fault == "malformed":
-            body = body[: len(body) // 2]
-        self._send(200, body, "application/xml", "GET", cut_short=fault == "truncated")
+        if fault is not None:
+            body = _damaged(body, fault, prefix)
+        self._send(
+            200,
+            body,
+            "application/xml",
+            "GET",
+            cut_short=fault == "truncated",
+            trickle=fault == "trickle",
+        )
 
     def _answer_instead_of_listing(self, fault: str) -> bool:
         """Send the answer of a fault that replaces the listing; False for those that damage it."""
         internal = "We encountered an internal error. Please try again."
         if fault == "slowdown":
             self._send_slowdown("GET")
+        elif fault == "bad_retry_after":
+            slow = "Please reduce your request rate."
+            self._send_error(503, "SlowDown", slow, "GET", headers={"Retry-After": "soon"})
+        elif fault == "not_found_html":
+            self._send(404, _NOT_FOUND_PAGE, "text/html", "GET")
+        elif fault == "no_such_key":
+            self._send_error(404, "NoSuchKey", "The specified key does not exist.", "GET")
         elif fault == "internal_error":
             self._send_error(500, "InternalError", internal, "GET")
         elif fault == "error_document":
@@ -536,11 +624,12 @@ class _Handler(BaseHTTPRequestHandler):
         length: int | None = None,
         request_id: str | None = None,
         cut_short: bool = False,
+        trickle: bool = False,
     ) -> None:
         """Send a response; HEAD gets the headers of the GET it stands for, no body.
 
         `cut_short` promises the whole body but closes the connection halfway through it,
-        as a dropped connection or a dying proxy does.
+        as a dropped connection or a dying proxy does; `trickle` sends it a byte at a time.
         """
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -554,8 +643,20 @@ class _Handler(BaseHTTPRequestHandler):
         if cut_short:
             self.wfile.write(body[: len(body) // 2])
             self.close_connection = True
+        elif trickle:
+            self._trickle(body)
         else:
             self.wfile.write(body)
+
+    def _trickle(self, body: bytes) -> None:
+        """Send `body` a byte every TRICKLE_INTERVAL_S, until done or the client hangs up."""
+        self.close_connection = True
+        for at in range(len(body)):
+            try:
+                self.wfile.write(body[at : at + 1])
+            except OSError:  # the client gave up: the point of this fault
+                return
+            time.sleep(TRICKLE_INTERVAL_S)
 
     # --- control ----------------------------------------------------------------------------
 

@@ -7,33 +7,46 @@ HEAD per (symbol, date).
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    InvalidHeader,
+    MaxRetryError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.vision.listing import (
-    EMPTY_PAGE,
     PAGE_SIZE,
     ListingPage,
     ListingParseError,
+    page_problem,
     parse_listing,
     s3_error_code,
 )
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 XML_CONTENT_TYPES = ("application/xml", "text/xml")
+# A Date header has whole seconds, cut down, and left the server a moment before we read it.
+SERVER_CLOCK_TOLERANCE = dt.timedelta(seconds=2)
+# How much of a body one read asks for; a read returns whatever has arrived, up to this.
+BODY_CHUNK = 64 * 1024
 
 
 class VisionError(PipelineError):
@@ -87,6 +100,8 @@ class VisionClient:
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
+        # The newest Date header seen, and the monotonic time it was read at.
+        self._server_clock: tuple[dt.datetime, float] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> VisionClient:
@@ -108,6 +123,16 @@ class VisionClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def now(self) -> dt.datetime:
+        """The time to stamp what was just listed with: never later than the server's clock."""
+        with self._lock:
+            clock = self._server_clock
+        if clock is None:
+            return probe_time(dt.datetime.now(dt.UTC), None)
+        server_date, read_at = clock
+        elapsed = dt.timedelta(seconds=time.monotonic() - read_at)
+        return probe_time(dt.datetime.now(dt.UTC), server_date + elapsed)
+
     def iter_pages(
         self,
         prefix: str,
@@ -118,25 +143,24 @@ class VisionClient:
     ) -> Iterator[ListingPage]:
         """Pages of a listing, in key order, until the end; stop consuming to stop listing.
 
-        `subject` names what is being listed (a symbol, "symbols") in error messages.
+        `subject` names what is being listed (a symbol, "symbols") in error messages. Every
+        page must move the listing forward (`list_page` checks), so this ends.
         """
         continuation: str | None = None
+        after = start_after
         while True:
             page = self.list_page(
                 prefix,
                 start_after=start_after,
                 delimiter=delimiter,
                 continuation=continuation,
+                after=after,
                 subject=subject,
             )
             yield page
             if not page.is_truncated:
                 return
-            if page.continuation is None:
-                raise VisionError(
-                    f"{subject}: truncated listing of {prefix} gave nothing to continue from"
-                )
-            continuation = page.continuation
+            continuation, after = page.continuation, page.last_entry()
 
     def list_common_prefixes(self, prefix: str, *, subject: str) -> list[str]:
         """Every folder directly under `prefix`, following pagination to the end."""
@@ -153,29 +177,49 @@ class VisionClient:
         start_after: str | None = None,
         delimiter: str | None = None,
         continuation: str | None = None,
+        after: str | None = None,
         subject: str,
     ) -> ListingPage:
+        """One page, checked to be an answer to this request (`listing.page_problem`).
+
+        `after` is the previous page's last entry when continuing; an empty folder is a page
+        with no entries. Anything else (any 404 included) is a VisionError.
+        """
         params = self._page_params(prefix, start_after, delimiter, continuation)
-        response = self._get(params, subject)
-        if response.status_code == 404 and s3_error_code(response.content) != "NoSuchBucket":
-            # Binance Vision answers 404 for a folder that holds no files. A missing bucket
-            # is a wrong vision.listing_url, never "no files": that would blank every symbol.
-            return EMPTY_PAGE
+        attempt = self._get(params, subject)
+        response = attempt.response
+        assert response is not None
         if response.status_code != 200:
-            url = self.listing_url + "/"
-            raise VisionError(_failure(subject, url, params, _Attempt(response, None), 0))
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            # Not even a missing folder is a 404 on S3 (it lists as empty): a 404 is a wrong
+            # URL or something in front of the bucket, and reading it as "no files" would
+            # record every file of the symbol as removed.
+            failure = _failure(subject, self.listing_url + "/", params, attempt, 0)
+            raise VisionError(failure + _hint(response.status_code, s3_error_code(attempt.body)))
+        content_type = _content_type(response)
         if content_type not in XML_CONTENT_TYPES:
             raise VisionError(
                 f"{subject}: listing answered HTTP 200 with content type {content_type!r}, "
                 f"not XML, from {response.url}"
             )
         try:
-            return parse_listing(response.content)
+            page = parse_listing(attempt.body)
         except ListingParseError as exc:
             raise VisionError(
                 f"{subject}: unreadable listing (HTTP 200, {exc}) from {response.url}"
             ) from None
+        problem = page_problem(
+            page,
+            prefix=prefix,
+            delimiter=delimiter,
+            after=after if continuation else start_after,
+            previous_token=continuation,
+        )
+        if problem is not None:
+            raise VisionError(
+                f"{subject}: not an S3 listing (HTTP 200, {problem}) from {response.url}; "
+                "check vision.listing_url and any proxy in front of it"
+            )
+        return page
 
     def _page_params(
         self,
@@ -198,18 +242,23 @@ class VisionClient:
             params["start-after"] = start_after
         return params
 
-    def _get(self, params: dict[str, str], subject: str) -> requests.Response:
+    def _get(self, params: dict[str, str], subject: str) -> _Attempt:
         """One listing request, retried on transient faults until the retries or budget run out.
 
-        Returns the response, which may be an error status no retry can change (a 404, a 403)
-        for the caller to judge; raises VisionError once the retries or the budget run out.
+        Each attempt, body included, has probe.timeout_s; all attempts and the waits between
+        them share the budget. Returns a complete answer, which may be an error status no retry
+        can change (a 404, a 403) for the caller to judge; raises VisionError once the retries
+        or the budget run out.
         """
         url = self.listing_url + "/"
         retry = self.retry
-        deadline = time.monotonic() + self.budget_s
+        budget_end = time.monotonic() + self.budget_s
         while True:
             self._count(retried=retry is not self.retry)
-            attempt = _attempt(self.session, url, params, deadline, self.timeout_s)
+            deadline = min(time.monotonic() + self.timeout_s, budget_end)
+            attempt = _attempt(self.session, url, params, deadline)
+            if attempt.response is not None:
+                self._note_server_clock(attempt.response.headers.get("Date"))
             fault = _transport_fault(attempt.failure) if attempt.failure else None
             answer = None if attempt.failure or attempt.response is None else attempt.response.raw
             if attempt.failure is not None and fault is None:
@@ -217,15 +266,21 @@ class VisionClient:
             if answer is not None and not retry.is_retry(
                 "GET", answer.status, "Retry-After" in answer.headers
             ):
-                return attempt.response
+                return attempt
             try:
                 retry = retry.increment("GET", url, response=answer, error=fault)
             except MaxRetryError:
                 _give_up(subject, url, params, retry, attempt)
             wait = retry.wait_for(answer)
-            if time.monotonic() + wait >= deadline:
+            if time.monotonic() + wait >= budget_end:
                 _give_up(subject, url, params, retry, attempt, budget=self.budget_s)
             time.sleep(wait)
+
+    def _note_server_clock(self, date_header: str | None) -> None:
+        server_date = http_date(date_header)
+        if server_date is not None:
+            with self._lock:
+                self._server_clock = (server_date, time.monotonic())
 
     def _count(self, *, retried: bool) -> None:
         with self._lock:
@@ -261,6 +316,16 @@ class BackoffRetry(Retry):
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.retry_after_cap)
 
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        """The server's Retry-After; None (so the ordinary backoff) when it is malformed.
+
+        urllib3 raises on "soon", "-5" or "1.5": a bad header must not end the run.
+        """
+        try:
+            return super().get_retry_after(response)
+        except InvalidHeader:
+            return None
+
     def wait_for(self, response: BaseHTTPResponse | None) -> float:
         """How long to wait before the next attempt: the server's Retry-After, else backoff."""
         retry_after = None
@@ -269,32 +334,102 @@ class BackoffRetry(Retry):
         return self.get_backoff_time() if retry_after is None else retry_after
 
 
+def probe_time(local: dt.datetime, server: dt.datetime | None) -> dt.datetime:
+    """When a probe happened: the local clock, but never later than the server's clock says.
+
+    A machine whose clock runs fast would otherwise stamp rows in the future, and a future
+    probe_timestamp beats every later probe. `server` is the server's clock now (from its Date
+    header); None when no response carried one.
+    """
+    if server is None:
+        return local
+    return min(local, server + SERVER_CLOCK_TOLERANCE)
+
+
+def http_date(header: str | None) -> dt.datetime | None:
+    """An HTTP Date header as an aware UTC datetime; None when absent or unreadable."""
+    if not header:
+        return None
+    try:
+        moment = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": RFC 5322's "UTC, source unknown"
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
 @dataclass(frozen=True)
 class _Attempt:
-    """One try of a request: the response (if headers came back) and what went wrong, if any."""
+    """One try of a request: the response (if headers came back), its whole body, and what
+    went wrong, if anything."""
 
     response: requests.Response | None
     failure: requests.RequestException | None
+    body: bytes = b""
 
 
 def _attempt(
-    session: requests.Session,
-    url: str,
-    params: dict[str, str],
-    deadline: float,
-    timeout_s: float,
+    session: requests.Session, url: str, params: dict[str, str], deadline: float
 ) -> _Attempt:
     response = None
     try:
-        timeout = max(min(timeout_s, deadline - time.monotonic()), 0.01)
-        response = session.get(url, params=params, timeout=timeout, stream=True)
+        response = session.get(url, params=params, timeout=_remaining(deadline), stream=True)
         # The body is read here, so a response that breaks off midway keeps its status.
-        _ = response.content
+        body = _read_body(response, deadline)
     except requests.RequestException as exc:
         if response is not None:
             response.close()
         return _Attempt(response, exc)
-    return _Attempt(response, None)
+    return _Attempt(response, None, body)
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.01)
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The whole body by `deadline`, read as it arrives.
+
+    A socket timeout bounds each read, not the body: a server sending a byte every half
+    second would never trip it. So each read may wait only what is left of the deadline.
+    """
+    raw = response.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    chunks = []
+    try:
+        while True:
+            if time.monotonic() >= deadline:
+                raise requests.ReadTimeout("the body did not arrive within the timeout")
+            if sock is not None:
+                sock.settimeout(_remaining(deadline))
+            chunk = raw.read1(BODY_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    # As requests itself maps urllib3's errors while reading a body.
+    except ReadTimeoutError as exc:
+        raise requests.ReadTimeout(exc) from exc
+    except ProtocolError as exc:
+        raise ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise ContentDecodingError(exc) from exc
+
+
+def _content_type(response: requests.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";")[0].strip()
+
+
+def _hint(status: int, code: str | None) -> str:
+    """What to do about an answer no retry can change; empty when there is nothing to say."""
+    if status == 404 and code == "NoSuchBucket":
+        return ": no such bucket, check vision.listing_url"
+    if status == 404:
+        return (
+            ": S3 lists a missing folder as empty, never as 404; "
+            "check vision.listing_url and any proxy in front of it"
+        )
+    return ""
 
 
 def _give_up(
@@ -321,9 +456,14 @@ def _failure(
     """One line naming what was listed, every cause known (status, S3 code, fault), the URL."""
     shown = requests.Request("GET", url, params=params).prepare().url
     causes = []
-    if attempt.response is not None:
-        code = None if attempt.failure else s3_error_code(attempt.response.content)
-        causes.append(f"HTTP {attempt.response.status_code}" + (f" {code}" if code else ""))
+    response = attempt.response
+    if response is not None and attempt.failure is not None:
+        causes.append(f"HTTP {response.status_code}")
+    elif response is not None:
+        code = s3_error_code(attempt.body)
+        # An error status without S3's <Error> document comes from something else: say what.
+        not_s3 = f", not S3: {_content_type(response) or 'no content type'}"
+        causes.append(f"HTTP {response.status_code}" + (f" {code}" if code else not_s3))
     if attempt.failure is not None:
         causes.append(_reason(attempt.failure))
     if budget is not None:

@@ -8,6 +8,7 @@ ElementTree, which gives the precise error, and is checked field by field.
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -39,9 +40,15 @@ class ListingPage:
     is_truncated: bool
     continuation: str | None
     """The NextContinuationToken to ask for the next page with; None at the end."""
+    prefix: str | None = None
+    """The <Prefix> the page echoes (decoded); None when it echoes none."""
+    encoding_type: str | None = None
+    """The <EncodingType> the page echoes: "url" when its names came url-encoded."""
 
-
-EMPTY_PAGE = ListingPage([], [], [], [], [], is_truncated=False, continuation=None)
+    def last_entry(self) -> str | None:
+        """The greatest key or common prefix on the page: where the next page must start after."""
+        ends = [entries[-1] for entries in (self.keys, self.common_prefixes) if entries]
+        return max(ends, default=None)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class _RawPage:
     truncated: str | None
     encoding: str | None
     next_token: str | None
+    prefix: str | None
 
 
 def parse_listing(body: bytes) -> ListingPage:
@@ -75,7 +83,77 @@ def parse_listing(body: bytes) -> ListingPage:
         common_prefixes=[decode(prefix) for prefix in raw.common_prefixes],
         is_truncated=is_truncated,
         continuation=raw.next_token if is_truncated else None,
+        prefix=None if raw.prefix is None else decode(raw.prefix),
+        encoding_type=raw.encoding,
     )
+
+
+def page_problem(
+    page: ListingPage,
+    *,
+    prefix: str,
+    delimiter: str | None,
+    after: str | None,
+    previous_token: str | None,
+) -> str | None:
+    """Why `page` is no answer to a url-encoded listing of `prefix`, or None if it is one.
+
+    S3 guarantees each of these; an answer that breaks one comes from something that is not
+    S3 (a proxy, a CDN, a broken mirror), and trusting it would record its errors as data.
+    `after` is the start-after of a first page or the previous page's last entry, and
+    `previous_token` the continuation token this page was asked for with.
+    """
+    if page.encoding_type != "url":
+        return "encoding-type=url asked for but not echoed"
+    if page.prefix != prefix:
+        return f"prefix {prefix!r} asked for, {page.prefix!r} echoed"
+    misplaced = _misplaced(page, prefix, delimiter)
+    if misplaced is not None:
+        return misplaced
+    for kind, entries in (("key", page.keys), ("common prefix", page.common_prefixes)):
+        unordered = _unordered(entries)
+        if unordered is not None:
+            return f"{kind} {unordered!r} out of order"
+    if page.is_truncated:
+        if not page.continuation:
+            return "truncated without a continuation token"
+        if page.continuation == previous_token:
+            return f"continuation token {page.continuation!r} repeats the previous one"
+        if not page.keys and not page.common_prefixes:
+            return "truncated with no key and no common prefix on it"
+    starts = [entries[0] for entries in (page.keys, page.common_prefixes) if entries]
+    first = min(starts, default=None)
+    if first is not None and after is not None and first <= after:
+        return f"{first!r} does not come after {after!r}"
+    return None
+
+
+def _unordered(entries: list[str]) -> str | None:
+    """The first entry not strictly after the one before it, if any."""
+    # sorted() on sorted input is one linear pass in C: a backfill checks millions of keys.
+    if entries == sorted(entries) and len(set(entries)) == len(entries):
+        return None
+    return next(b for a, b in itertools.pairwise(entries) if b <= a)
+
+
+def _misplaced(page: ListingPage, prefix: str, delimiter: str | None) -> str | None:
+    """The first key or common prefix that a listing of `prefix` could not hold, named."""
+    for key in page.keys:
+        if not key.startswith(prefix):
+            return f"key {key!r} outside {prefix!r}"
+        if delimiter and delimiter in key[len(prefix) :]:
+            return f"key {key!r} should have been rolled into a common prefix"
+    for common in page.common_prefixes:
+        name = common[len(prefix) : -len(delimiter)] if delimiter else ""
+        if (
+            not delimiter
+            or not common.startswith(prefix)
+            or not common.endswith(delimiter)
+            or not name
+            or delimiter in name
+        ):
+            return f"common prefix {common!r} is not one folder under {prefix!r}"
+    return None
 
 
 def s3_error_code(body: bytes) -> str | None:
@@ -101,6 +179,7 @@ _CONTENTS = re.compile(
     r"\s*</Contents>"
 )
 _COMMON_PREFIX = re.compile(r"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
+_HEAD_PREFIX = re.compile(r"<Prefix>([^<]*)</Prefix>")
 _PAGE_FIELD = re.compile(r"<(IsTruncated|EncodingType|NextContinuationToken)>([^<]*)</\1>")
 _XML_ENTITIES = {"&quot;": '"', "&apos;": "'"}
 
@@ -127,6 +206,17 @@ def _scan_canonical(body: bytes) -> _RawPage | None:
         return None
     columns = [list(column) for column in zip(*entries, strict=True)] if entries else [[]] * 7
     keys, last_modified, etags, _, sizes, _, _ = columns
+    # The page's own <Prefix> stands before its entries in S3's order; anything else (none,
+    # <Prefix/>, one after the entries) is left to the reference path.
+    if text.count("<Prefix>") != prefix_count + 1:
+        return None
+    head_end = min(
+        (at for at in (text.find("<Contents>"), text.find("<CommonPrefixes>")) if at >= 0),
+        default=len(text),
+    )
+    echoed = _HEAD_PREFIX.search(text, 0, head_end)
+    if echoed is None:
+        return None
     found = _PAGE_FIELD.findall(text)
     fields = dict(found)
     if len(fields) != len(found):  # a page field given twice: not a page we can vouch for
@@ -141,6 +231,7 @@ def _scan_canonical(body: bytes) -> _RawPage | None:
         truncated=fields.get("IsTruncated"),
         encoding=fields.get("EncodingType"),
         next_token=None if token is None else _unescape(token),
+        prefix=_unescape(echoed.group(1)),
     )
 
 
@@ -186,6 +277,7 @@ def _scan_tree(body: bytes) -> _RawPage:
         truncated=root.findtext(f"{ns}IsTruncated"),
         encoding=root.findtext(f"{ns}EncodingType"),
         next_token=root.findtext(f"{ns}NextContinuationToken"),
+        prefix=root.findtext(f"{ns}Prefix"),
     )
 
 
