@@ -22,20 +22,23 @@ help: ## List the targets, and where their code lives
 		"  pipeline/ops/       update, backfill, audit, report: one-off params, then dvc repro" \
 		"  pipeline/stages/    one module per DVC stage (dvc.yaml): python -m pipeline.stages.NAME" \
 		"  pipeline/           the core: config, vision/ (layout, listing, client), prober, planner," \
-		"                      dataset/ (schema, store, merge, changes, spans), atomic, symbols" \
+		"                      dataset/ (schema, store, merge, changes, contract, commit, spans)," \
+		"                      atomic, symbols" \
 		"  pipeline/query/     vision-query" \
 		"  devtools/           emulator, scratch projects, demo (not installed)"
 
 # The pipeline's commands (pipeline/ops): each runs `dvc repro`, the only writer of the data,
 # with its one-off params in params.yaml for that run only (put back afterwards, and by the next
 # command if a run was killed). AS_OF, LOOKBACK_DAYS, SYMBOLS, SINCE and UNTIL reach them through
-# the environment, never the recipe text.
+# the environment, never the recipe text. ALLOW_REMOVALS=1 (only 1) adds --allow-removals: accept,
+# for that run, more files turning unavailable than update.max_removed_* allow.
 OPS := python -m pipeline.ops
-RUN_FLAGS = $${AS_OF:+--as-of "$$AS_OF"} $${LOOKBACK_DAYS:+--lookback-days "$$LOOKBACK_DAYS"}
+RUN_FLAGS = $${AS_OF:+--as-of "$$AS_OF"} $${LOOKBACK_DAYS:+--lookback-days "$$LOOKBACK_DAYS"} \
+	$(if $(filter 1,$(ALLOW_REMOVALS)),--allow-removals)
 REPAIR_FLAGS = $${SYMBOLS:+--symbols "$$SYMBOLS"} $${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"}
 export AS_OF LOOKBACK_DAYS SYMBOLS SINCE UNTIL
 
-update: $(RUNTIME) ## Run the pipeline (dvc repro) [AS_OF=DATE] [LOOKBACK_DAYS=N], after a dvc pull
+update: $(RUNTIME) ## Run the pipeline (dvc repro) [AS_OF=DATE] [LOOKBACK_DAYS=N] [ALLOW_REMOVALS=1], after a dvc pull
 	$(OPS) update $(RUN_FLAGS)
 
 backfill: $(RUNTIME) ## The same, re-listing SYMBOLS=A,B (whole history) and/or SINCE=DATE [UNTIL=DATE]

@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.atomic import write_failure
 from pipeline.config import Config, load_config
+from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.errors import PipelineError
 from pipeline.logs import FILE_ONLY, setup_logging
 
@@ -27,17 +29,27 @@ def run_stage(name: str, body: Callable[[Config], object], *, params: Path = PAR
         config = load_config(params)
         if config.paths.log != FALLBACK_LOG:
             setup_logging(name, config.paths.log)
+        # Before anything reads the dataset: a killed run's commit is finished (or undone).
+        finish_interrupted_commit(config.paths.dataset, config.paths.changes)
         body(config)
     except PipelineError as exc:
         log.error("%s", exc)
         return 1
-    except Exception as exc:  # one line for the operator; the traceback goes to the log file
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        log.error("unexpected %s: %s", type(exc).__name__, first_line)
+    except OverflowError as exc:  # params.yaml bounds its numbers; this is a last resort
+        log.error("a number or date is out of range (%s): check the numbers of %s", exc, params)
         log.error("traceback of the error above", exc_info=True, extra={FILE_ONLY: True})
         return 1
-    except KeyboardInterrupt:
-        log.error("interrupted; nothing was written by the unfinished step")
+    except Exception as exc:  # one line for the operator; the traceback goes to the log file
+        # A full disk or a denied permission, wherever it happened, names the file.
+        failure = write_failure(exc, verb="access")
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        log.error("%s", failure or f"unexpected {type(exc).__name__}: {first_line}")
+        log.error("traceback of the error above", exc_info=True, extra={FILE_ONLY: True})
+        return 1
+    except KeyboardInterrupt as exc:
+        # Every file is replaced whole (atomically), and the dataset's files together: a
+        # commit under way when Ctrl-C came is finished by the next run, and says so.
+        log.error("%s", str(exc) or "interrupted; no file was left half-written: rerun to finish")
         return 130
     log.info("done in %.1fs", time.monotonic() - started)
     return 0

@@ -48,7 +48,8 @@ def _canonical(value: object) -> str:
 def write_symbols(path: Path, symbols: Iterable[str]) -> bool:
     """Write the list if it changed; return whether it did."""
     text = render(symbols)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
+    # Bytes, not text: a damaged file (not UTF-8) is then simply different, and replaced.
+    if path.exists() and path.read_bytes() == text.encode("utf-8"):
         return False
     write_text(path, text)
     return True
@@ -80,6 +81,8 @@ def _load(path: Path, *, fix: str) -> object:
         raise SymbolsError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {fix}"
         ) from None
+    except UnicodeDecodeError as exc:  # before JSON is parsed: the bytes are not UTF-8 text
+        raise SymbolsError(f"{path} is not UTF-8 text (byte {exc.start}): {fix}") from None
 
 
 def _is_name_list(value: object) -> TypeGuard[list[str]]:

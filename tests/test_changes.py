@@ -1,10 +1,10 @@
-import contextlib
 import datetime as dt
 
 import polars as pl
 import pytest
 
 from pipeline.dataset.changes import CHANGES_SCHEMA, append_changes, detect_changes, read_changes
+from pipeline.dataset.commit import staged_commit
 from pipeline.dataset.store import StoreError
 from tests.support import D, frame, row
 
@@ -73,24 +73,26 @@ def test_an_unchanged_merge_and_a_newer_probe_of_the_same_files_log_nothing():
     assert changes_of(previous, reprobed) == []
 
 
-def test_the_log_is_appended_atomically_and_only_when_the_stack_closes(tmp_path):
+def test_the_log_is_appended_atomically_and_only_when_the_commit_applies(tmp_path):
     path = tmp_path / "changes.parquet"
+    journal = tmp_path / ".commit.json"
     first = detect_changes(
         frame(row("2024-01-01", "A", False)),
         frame(row("2024-01-01", "A")),
         known_through=D("2024-01-01"),
         detected_at=NOW,
     )
-    with contextlib.ExitStack() as staged:
-        assert append_changes(path, first, staged=staged) == 1
+    with staged_commit(journal) as commit:
+        assert append_changes(path, first, commit=commit) == 1
         assert not path.exists()
-    with pytest.raises(RuntimeError), contextlib.ExitStack() as staged:
-        append_changes(path, first, staged=staged)
+    with pytest.raises(RuntimeError), staged_commit(journal) as commit:
+        append_changes(path, first, commit=commit)
         raise RuntimeError("the dataset write failed")
     assert read_changes(path).equals(first)
-    with contextlib.ExitStack() as staged:
-        assert append_changes(path, first.head(0), staged=staged) == 0
+    with staged_commit(journal) as commit:
+        assert append_changes(path, first.head(0), commit=commit) == 0
     assert read_changes(path).height == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.parquet"]
 
 
 def test_a_damaged_log_is_refused_with_the_fix(tmp_path):

@@ -74,9 +74,26 @@ def test_config_is_frozen():
         ("validate.late_share", 0, "validate.late_share must be a fraction in (0, 1] (got 0.0)"),
         ("validate.late_share", 1.5, "validate.late_share must be a fraction in (0, 1]"),
         ("spans.max_gap_days", 0, "spans.max_gap_days must be at least 1 (got 0)"),
-        ("paths.spans", "", "paths.spans must be a relative path (got '')"),
+        ("paths.spans", "", "paths.spans must be a relative path inside the repository"),
+        ("paths.dataset", "/tmp/availability", "paths.dataset must be a relative path inside"),
+        ("paths.log", "../logs/pipeline.log", "paths.log must be a relative path inside the"),
+        ("paths.plots", "metrics/../../plots", "paths.plots must be a relative path inside"),
+        ("paths.symbols", "./", "paths.symbols must be a relative path inside the"),
+        ("paths.gaps", 5, "paths.gaps must be a relative path inside the repository"),
+        ("update.lookback_days", 1_000_000, "update.lookback_days must be at most 36500"),
+        ("validate.stale_after_days", 10**30, "validate.stale_after_days must be at most"),
+        ("spans.max_gap_days", 10**6, "spans.max_gap_days must be at most 36500 (got"),
+        ("probe.timeout_s", float("nan"), "probe.timeout_s must be a finite number (got nan)"),
+        ("probe.timeout_s", 1e300, "probe.timeout_s must be at most 3600.0 (got 1e+300)"),
+        ("probe.backoff_s", float("inf"), "probe.backoff_s must be a finite number (got inf)"),
+        ("validate.late_share", float("nan"), "validate.late_share must be a finite number"),
         ("run.repair", "all", "run.repair must be null or a mapping of symbols, since, until"),
-        ("run.repair", {"from": "2024-01-01"}, "run.repair must be null or a mapping of"),
+        (
+            "run.repair",
+            {"from": "2024-01-01"},
+            "run.repair.from is not a known key; remove it (known: since, symbols, until)",
+        ),
+        ("run.repair", {"sinse": "2024-01-01"}, "run.repair.sinse is not a known key; did you"),
         ("run.repair", {"symbols": "BTCUSDT"}, "run.repair.symbols must be null or a list of"),
         ("run.repair", {"symbols": []}, "run.repair.symbols must be null or a list of symbol"),
         ("run.repair", {"symbols": [" A"]}, "run.repair.symbols must be null or a list of symbol"),
@@ -141,3 +158,49 @@ def test_shipped_dates_are_strings_because_dvc_templating_refuses_yaml_dates():
     assert isinstance(raw["dataset"]["start_date"], str)
     assert raw["run"]["as_of"] is None or isinstance(raw["run"]["as_of"], str)
     assert raw["run"]["repair"] is None  # set for one run only, by `make backfill` or `make audit`
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "message"),
+    [
+        ("update", "lookbak_days", "update.lookbak_days is not a known key; did you mean "),
+        ("probe", "worker", "probe.worker is not a known key; did you mean probe.workers?"),
+        ("paths", "plot", "paths.plot is not a known key; did you mean paths.plots?"),
+        ("spans", "colour", "spans.colour is not a known key; remove it (known: max_gap_days)"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_the_closest_known_one(section, key, message):
+    raw = shipped()
+    raw[section][key] = 1
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, today=TODAY)
+    assert str(error.value).startswith(f"params.yaml: {message}")
+    assert "\n" not in str(error.value)
+
+
+def test_an_unknown_section_is_refused_with_the_closest_known_one():
+    raw = shipped()
+    raw["valdate"] = {"late_share": 0.5}
+    with pytest.raises(
+        ConfigError, match=r"^params.yaml: valdate is not a known section; did you "
+    ):
+        parse_config(raw, today=TODAY)
+
+
+def test_a_misspelt_key_that_hides_a_required_one_is_named_as_the_likely_cause():
+    raw = shipped()
+    raw["update"]["lookback_dayz"] = raw["update"].pop("lookback_days")
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, today=TODAY)
+    assert str(error.value) == (
+        "params.yaml: update.lookback_days is missing "
+        "(is update.lookback_dayz a misspelling of it?)"
+    )
+
+
+def test_a_repair_reads_its_dates_as_known_keys():
+    # Known keys come from what parse_config reads: a repair's own keys pass.
+    scope = {"symbols": None, "since": "2024-01-01", "until": "2024-02-01"}
+    assert parse_config(with_value("run.repair", scope), today=TODAY).repair == Repair(
+        symbols=None, since=dt.date(2024, 1, 1), until=dt.date(2024, 2, 1)
+    )

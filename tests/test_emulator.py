@@ -36,7 +36,13 @@ from devtools.emulator import (
     object_meta,
 )
 from devtools.emulator.process import EmulatorProcess
-from devtools.emulator.server import FAULTS, PREFIX_FAULTS
+from devtools.emulator.server import (
+    FAULTS,
+    LOOP_TOKEN,
+    OTHER_MARKET_FOLDER,
+    PREFIX_FAULTS,
+    TRICKLE_INTERVAL_S,
+)
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 ROOT = "data/futures/um/daily/klines/"
@@ -758,6 +764,118 @@ def test_html_knob_answers_a_portal_page(emulator: Emulator, http: requests.Sess
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
     assert response.text.startswith("<!DOCTYPE html>")
     assert emulator.counters()["faults"]["html"] == 1
+
+
+def test_an_empty_folder_lists_as_200_with_no_keys(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    # S3 answers a folder that holds nothing as it answers any other: 200, an empty page.
+    page = get_page(http, emulator, **{"list-type": "2", "prefix": folder("NOSUCHUSDT")})
+    assert (page.keys, page.common_prefixes, page.is_truncated) == ([], [], False)
+    assert page.key_count == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "content_type", "code"),
+    [("not_found_html", "text/html", None), ("no_such_key", "application/xml", "NoSuchKey")],
+)
+def test_404_knobs_answer_a_listing_with_not_found(
+    emulator: Emulator, http: requests.Session, fault: str, content_type: str, code: str | None
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): fault}))
+    response = http.get(emulator.listing_url, params={"prefix": folder("ETHUSDT")})
+    assert (response.status_code, response.headers["Content-Type"]) == (404, content_type)
+    if code is None:
+        assert b"404 Not Found" in response.content
+    else:
+        assert ET.fromstring(response.content).findtext("Code") == code
+    assert emulator.counters()["faults"][fault] == 1
+
+
+def test_bad_retry_after_knob_sends_a_503_whose_retry_after_is_no_number(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={ROOT: "bad_retry_after"}))
+    response = http.get(emulator.listing_url, params={"prefix": ROOT})
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "soon")
+    assert ET.fromstring(response.content).findtext("Code") == "SlowDown"
+
+
+def test_looping_token_knob_answers_the_first_page_again_with_the_same_token(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={ROOT: "looping_token"}))
+    query = {"list-type": "2", "prefix": ROOT, "delimiter": "/"}
+    first = get_page(http, emulator, **query)
+    again = get_page(http, emulator, **query, **{"continuation-token": LOOP_TOKEN})
+    assert first == again
+    assert first.is_truncated and first.next_token == LOOP_TOKEN
+    assert first.common_prefixes == [ROOT + s + "/" for s in sorted(emulator.universe.symbols)]
+
+
+def test_empty_token_knob_truncates_the_page_without_a_token(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): "empty_token"}))
+    page = get_page(http, emulator, **{"list-type": "2", "prefix": folder("ETHUSDT")})
+    assert page.is_truncated and page.next_token == ""
+    assert page.keys[0] == zip_key("ETHUSDT", "2020-01-01")
+
+
+def test_no_encoding_echo_knob_drops_the_echo_but_keeps_names_encoded(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    prefix = folder("币安人生USDT")
+    emulator.set_knobs(Knobs(prefix_faults={prefix: "no_encoding_echo"}))
+    query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+    response = http.get(emulator.listing_url, params=query)
+    page = parse(response.content)
+    assert page.encoding_type is None
+    assert page.keys[0] == quote(zip_key("币安人生USDT", "2021-05-20"), safe="/")
+
+
+@pytest.mark.parametrize(
+    ("fault", "extra"),
+    [
+        ("prefix_empty", ""),
+        ("prefix_nested", ROOT + "A/B/"),
+        ("prefix_other_market", OTHER_MARKET_FOLDER),
+    ],
+)
+def test_foreign_prefix_knobs_add_a_common_prefix_no_listing_of_the_root_holds(
+    emulator: Emulator, http: requests.Session, fault: str, extra: str
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={ROOT: fault}))
+    page = get_page(http, emulator, **{"list-type": "2", "prefix": ROOT, "delimiter": "/"})
+    assert page.common_prefixes[-1] == extra
+    assert page.common_prefixes[:-1] == [ROOT + s + "/" for s in sorted(emulator.universe.symbols)]
+
+
+def test_key_outside_prefix_knob_adds_another_markets_key(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={folder("ETHUSDT"): "key_outside_prefix"}))
+    page = get_page(http, emulator, **{"list-type": "2", "prefix": folder("ETHUSDT")})
+    assert page.keys[-1].startswith(OTHER_MARKET_FOLDER)
+    assert all(key.startswith(folder("ETHUSDT")) for key in page.keys[:-1])
+
+
+def test_trickle_knob_sends_the_body_a_byte_at_a_time(emulator: Emulator) -> None:
+    emulator.set_knobs(Knobs(prefix_faults={ROOT: "trickle"}))
+    request = f"GET /data.binance.vision?prefix={quote(ROOT, safe='')} HTTP/1.1"
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as raw:
+        raw.sendall(f"{request}\r\nHost: emulator\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += raw.recv(65536)
+        started = time.monotonic()
+        while len(received.partition(b"\r\n\r\n")[2]) < 3:
+            received += raw.recv(65536)
+        waited = time.monotonic() - started
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"<?x"
+    assert waited >= 2 * TRICKLE_INTERVAL_S * 0.9
+    assert emulator.counters()["faults"]["trickle"] == 1
 
 
 @pytest.mark.parametrize(

@@ -281,3 +281,53 @@ def test_a_batch_cut_into_parts_with_its_timestamp_merges_as_the_whole_batch(bat
         for part in data.draw(batch_parts(batch).flatmap(st.permutations), label="parts")
     ]
     assert merge(*frames(parts)).equals(merge(*frames(batches)))
+
+
+def fast_clock(batch: Batch, ahead: dt.timedelta) -> Batch:
+    """`batch` as a machine whose clock ran `ahead` would have stamped it."""
+    return Batch(
+        tuple(row._replace(probe_timestamp=row.probe_timestamp + ahead) for row in batch.rows)
+    )
+
+
+def clamped(rows: Iterable[tuple], probed_at: dt.datetime) -> list[Row]:
+    """`rows` with every probe_timestamp later than `probed_at` set to it."""
+    return [Row(*row)._replace(probe_timestamp=min(row[-1], probed_at)) for row in rows]
+
+
+@PROPERTY
+@given(batches=probe_batches(least=2), data=st.data())
+def test_a_stored_future_timestamp_counts_as_the_runs_probe_time_and_loses_to_its_probes(
+    batches, data
+):
+    *stored, fresh = batches
+    probed_at = fresh.rows[0].probe_timestamp
+    ahead = st.sampled_from((dt.timedelta(0), HOUR, dt.timedelta(days=3650)))
+    skewed = [fast_clock(batch, data.draw(ahead, label="clock ahead by")) for batch in stored]
+    merged = merge(*frames(skewed), fresh.frame(), probed_at=probed_at)
+    # The model sees every stamp later than the run's probe time as that time.
+    model = newest_from_first_file(
+        [Batch(tuple(clamped(b.rows, probed_at))) for b in skewed] + [fresh]
+    )
+    assert clamped(merged.rows(), probed_at) == model
+    # Every row the run probed that the dataset keeps is the run's own.
+    probed = {(row.date, row.symbol): row for row in fresh.rows}
+    kept = [Row(*row) for row in merged.rows() if row[:2] in probed]
+    assert kept == [probed[(row.date, row.symbol)] for row in kept]
+
+
+def test_a_late_file_found_by_the_run_replaces_a_stored_no_file_from_a_fast_clock():
+    fast = T0 + dt.timedelta(days=400)
+    stored = probed_batch(fast, {"BTCUSDT": ("2024-01-28", "##.")})
+    fresh = probed_batch(T0, {"BTCUSDT": ("2024-01-28", "###")})
+    without_cap = merge(stored.frame(), fresh.frame())
+    assert without_cap["available"].to_list() == [True, True, False]  # the bug: the clock won
+    merged = merge(stored.frame(), fresh.frame(), probed_at=T0)
+    assert merged.rows() == list(fresh.rows)
+
+
+@PROPERTY
+@given(batches=probe_batches())
+def test_with_no_stamp_in_the_future_the_runs_probe_time_changes_nothing(batches):
+    probed_at = max(batch.rows[0].probe_timestamp for batch in batches)
+    assert merge(*frames(batches), probed_at=probed_at).equals(merge(*frames(batches)))

@@ -4,6 +4,7 @@ every command on the dataset a real `dvc repro` built from the emulator, against
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import importlib.metadata
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from devtools.emulator import Emulator, Universe, object_meta
@@ -91,17 +93,74 @@ def test_snapshot_as_json_and_csv(project, capsys):
     )
 
 
-def test_snapshot_reads_only_its_month_beside_the_first_and_last(project, capsys):
-    # The dataset's first and last month give its date range; no other month is opened.
-    (project / "data" / "availability" / "2024-01.parquet").write_bytes(b"not parquet")
-    assert answer(capsys, "snapshot", "2023-12-29", "--format", "csv") == (
-        "symbol,file_size_bytes,last_modified\nCCCUSDT,100,2023-12-29T06:00:00+00:00\n"
-    )
-    code, out, err = ask(capsys, "snapshot", "2024-01-05")
+QUESTIONS = (
+    ("snapshot", "2023-12-29"),
+    ("timeline", "AAAUSDT"),
+    ("listings", "--since", "2024-01-01"),
+    ("gaps",),
+    ("stats",),
+)
+JANUARY = Path("data/availability/2024-01.parquet")
+RESTORE = "restore it with `dvc checkout` or `dvc pull`"
+
+
+def misplace_february_in_january() -> None:
+    pl.read_parquet("data/availability/2024-02.parquet").write_parquet(JANUARY)
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda: JANUARY.unlink(),
+            f"{JANUARY} is missing, a month between 2023-12 and 2024-02 (1 missing in all): "
+            f"{RESTORE}",
+        ),
+        (
+            lambda: JANUARY.write_bytes(b"not parquet"),
+            f"{JANUARY} is not a readable Parquet file (ComputeError): {RESTORE}",
+        ),
+        (
+            misplace_february_in_january,
+            f"{JANUARY} holds rows of another month (e.g. 2024-02-01 AAAUSDT, which belongs in "
+            f"2024-02.parquet): {RESTORE}",
+        ),
+    ],
+    ids=("missing", "not-parquet", "misplaced"),
+)
+def test_a_damaged_month_is_named_whatever_the_question_and_no_answer_is_given(
+    project, capsys, damage, message, question
+):
+    # Even a question about another month: the stages would refuse this dataset too.
+    damage()
+    before = support.snapshot()
+    assert ask(capsys, *question) == (1, "", f"vision-query: error: {message}\n")
+    assert support.snapshot() == before
+
+
+def test_a_dataset_built_with_other_params_is_refused(project, capsys):
+    set_params({"dataset": {"interval": "1h"}})
+    code, out, err = ask(capsys, "stats")
     assert (code, out) == (1, "")
-    assert err.startswith("vision-query: error: cannot read the dataset (")
-    assert err.endswith("restore it with `dvc checkout` or `dvc pull`\n")
-    assert err.count("\n") == 1
+    assert err.startswith("vision-query: error: data/availability holds ")
+    assert "interval 1m" in err and "interval 1h" in err and err.count("\n") == 1
+
+
+def test_a_month_recorded_in_dvc_lock_but_missing_is_named_with_dvc_checkout(project, capsys):
+    # The last month gone: no gap between the first and the last, but dvc.lock counts files.
+    Path("dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  update:\n    cmd: python -m pipeline.stages.update\n"
+        "    outs:\n    - path: data/availability\n      md5: 0123.dir\n      size: 1\n"
+        "      nfiles: 4\n"
+    )
+    Path("data/availability/2024-02.parquet").unlink()
+    assert ask(capsys, "snapshot", "2023-12-29") == (
+        1,
+        "",
+        "vision-query: error: data/availability has 3 of the 4 files dvc.lock records: "
+        "run `dvc checkout` (or `dvc pull`) first\n",
+    )
 
 
 def test_timeline_shows_each_span_with_its_missing_days(project, capsys):
@@ -572,4 +631,18 @@ def test_e2e_a_date_after_the_data_exits_2_and_each_format_answers(built):
     assert (table.returncode, table.stdout) == (
         0,
         "symbol  first_date  last_date  days\n" + "------  ----------  ---------  ----\n",
+    )
+
+
+def test_a_file_it_may_not_read_is_named(project, capsys, monkeypatch):
+    # Root reads any file: the kernel's refusal is mocked where the dataset is first read.
+    def denied(dataset, params):
+        raise PermissionError(errno.EACCES, "Permission denied", str(JANUARY))
+
+    monkeypatch.setattr(query, "checked_partitions", denied)
+    assert ask(capsys, "stats") == (
+        1,
+        "",
+        f"vision-query: error: cannot read {JANUARY}: permission denied: "
+        "check the permissions of the file and its folder, and rerun\n",
     )

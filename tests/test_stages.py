@@ -438,6 +438,7 @@ def test_validate_after_a_run_writes_its_metrics_and_warns_of_figures(workspace,
             "delisting_candidates": 0,
             "late_dates": 0,
             "symbols_without_files": 0,
+            "future_probe_timestamps": 0,
         },
         "samples": {
             "duplicate_keys": [],
@@ -452,6 +453,7 @@ def test_validate_after_a_run_writes_its_metrics_and_warns_of_figures(workspace,
             "delisting_candidates": [],
             "late_dates": [],
             "symbols_without_files": [],
+            "future_probe_timestamps": [],
         },
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -4,6 +4,7 @@ import polars as pl
 import pytest
 
 from pipeline.config import DatasetConfig
+from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.dataset.merge import merge
 from pipeline.dataset.schema import SCHEMA, empty
 from pipeline.dataset.store import (
@@ -221,6 +222,7 @@ def test_a_leftover_temporary_file_does_not_hide_a_missing_partition(tmp_path):
     (ds / ".2024-02.parquet.abcd.tmp").write_bytes(b"half written")
     with pytest.raises(StoreError, match="has 2 of the 3 files"):
         summarize(ds, ID, lock=lock)
+    finish_interrupted_commit(ds, tmp_path / "changes.parquet")  # every stage's first step
     write_dataset(rows, ds, ID, previous=empty())
     assert sorted(p.name for p in ds.iterdir()) == [
         "2024-01.parquet",

@@ -111,3 +111,20 @@ def test_gaps_json_round_trips(tmp_path):
     path.write_text(render_gaps(["币安人生USDT", "BTCUSDT"]))
     assert read_gaps(path) == ["BTCUSDT", "币安人生USDT"]
     assert path.read_text() == '[\n  "BTCUSDT",\n  "币安人生USDT"\n]\n'
+
+
+@pytest.mark.parametrize("read", [read_symbols, read_gaps])
+def test_bytes_that_are_not_utf8_are_named_in_one_line_with_the_fix(tmp_path, read):
+    path = tmp_path / "list.json"
+    path.write_bytes(b'{"symbols": ["BTC\xff\xfeUSDT"]}')
+    with pytest.raises(SymbolsError) as error:
+        read(path)
+    assert str(error.value).startswith(f"{path} is not UTF-8 text (byte 17): ")
+    assert "\n" not in str(error.value)
+
+
+def test_a_list_that_is_not_utf8_is_replaced_by_write_symbols(tmp_path):
+    path = tmp_path / "symbols.json"
+    path.write_bytes(b'{"symbols": ["A\xffB"]}\n')
+    assert write_symbols(path, ["A"]) is True
+    assert read_symbols(path) == ["A"]

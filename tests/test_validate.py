@@ -263,6 +263,7 @@ def test_metrics_hold_counts_as_numbers_and_samples_for_every_check_and_figure()
         "delisting_candidates": 0,
         "late_dates": 0,
         "symbols_without_files": 0,
+        "future_probe_timestamps": 0,
     }
     assert metrics["samples"].keys() == {*metrics["violations"], *metrics["figures"]}
     json.dumps(metrics)  # serialisable as it is
@@ -343,3 +344,27 @@ def test_unusable_run_metrics_stop_with_the_fix(tmp_path, monkeypatch, text, mes
         path.write_text(text)
     with pytest.raises(RunMetricsError, match="^" + re.escape(message)):
         read_without_files(path, D(AS_OF))
+
+
+def test_stored_future_probe_timestamps_are_a_figure_with_samples_not_a_violation():
+    now = support.T0 + dt.timedelta(hours=1)
+    fast = dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+    rows = replaced(good_rows(), row("2024-01-04", "BBBUSDT", probed=fast))
+    rows = replaced(rows, row("2024-01-02", "AAAUSDT", probed=fast))
+    rows = replaced(rows, row("2024-01-03", "AAAUSDT", probed=now))  # not later than now
+    data = frame(*rows)
+    report = validate(data.lazy(), config(), ["AAAUSDT", "BBBUSDT"], [], now=now)
+    assert report.ok
+    assert report.figures["future_probe_timestamps"].count == 2
+    assert samples(report, "future_probe_timestamps") == [
+        {"date": "2024-01-02", "symbol": "AAAUSDT", "probe_timestamp": "2031-05-06T07:08:09Z"},
+        {"date": "2024-01-04", "symbol": "BBBUSDT", "probe_timestamp": "2031-05-06T07:08:09Z"},
+    ]
+    json.dumps(report.metrics(config()))
+
+
+def test_probe_timestamps_are_compared_with_the_clock_by_default():
+    # T0 (2026-01-01) is in the past whenever this runs; a year 3000 stamp is not.
+    rows = replaced(good_rows(), row("2024-01-04", "BBBUSDT", probed=dt.datetime(3000, 1, 1)))
+    assert check(rows).figures["future_probe_timestamps"].count == 1
+    assert check(good_rows()).figures["future_probe_timestamps"].count == 0

@@ -12,18 +12,18 @@ New days and new symbols are growth, not changes, and are not logged.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from pipeline.atomic import atomic_path
-from pipeline.config import Config
+from pipeline.config import Config, RemovalLimit
+from pipeline.dataset.commit import Commit, journal_path, staged_commit
+from pipeline.dataset.contract import row_violations
 from pipeline.dataset.merge import differs, merge
 from pipeline.dataset.schema import FILE_STATE, KEY
 from pipeline.dataset.store import StoreError, Summary, write_dataset, write_frame
+from pipeline.errors import PipelineError
 
 CHANGE_KINDS = ("appeared", "removed", "replaced")
 CHANGES_SCHEMA: dict[str, pl.DataType] = {
@@ -39,6 +39,10 @@ CHANGES_SCHEMA: dict[str, pl.DataType] = {
     "new_last_modified": pl.Datetime("us", "UTC"),
 }
 LOG_ORDER = ("detected_at", "symbol", "date")
+
+
+class GateError(PipelineError):
+    """The gate before the commit: this run's result would damage the dataset."""
 
 
 def detect_changes(
@@ -119,18 +123,19 @@ def read_changes(path: Path) -> pl.DataFrame:
     return log
 
 
-def append_changes(path: Path, changes: pl.DataFrame, *, staged: contextlib.ExitStack[Any]) -> int:
-    """Append `changes` to the log, renamed into place when `staged` closes; return the count.
+def append_changes(path: Path, changes: pl.DataFrame, *, commit: Commit) -> int:
+    """Append `changes` to the log, replaced when `commit` is applied; return the count.
 
-    The caller stages the dataset's own writes on the same stack, so a change is logged
-    exactly when the dataset takes it: a failed run logs nothing and a rerun finds it again.
+    The caller puts the dataset's own files in the same commit, so a change is logged exactly
+    when the dataset takes it: a failed or killed run logs nothing (or all, once the next run
+    finishes its commit), and a rerun does not find it again.
     """
     if changes.is_empty() and path.exists():
         return 0
     # The first call writes the log even when empty: DVC expects every output to exist.
     log = pl.concat([read_changes(path), changes.select(list(CHANGES_SCHEMA))])
     # A run logs a key at most once, so this order is total: the same log, the same bytes.
-    write_frame(log, staged.enter_context(atomic_path(path)), order=LOG_ORDER)
+    write_frame(log, commit.new_file(path), order=LOG_ORDER)
     return changes.height
 
 
@@ -143,10 +148,13 @@ def merge_and_log(
 ) -> tuple[list[str], int]:
     """Merge `probed` into the months `previous` holds, log what changed, write both at once.
 
-    Returns the months rewritten and the number of changes logged. The dataset's months and
-    the change log are renamed into place together, after all were written.
+    Returns the months rewritten and the number of changes logged. Nothing is replaced unless
+    the merged months pass the contract's row checks and the run turns no more available
+    files into unavailable than params allow; then the dataset's months and the change log
+    are committed together, crash-atomically.
     """
-    merged = merge(previous, *probed, first_files=summary.first_files)
+    merged = merge(previous, *probed, first_files=summary.first_files, probed_at=detected_at)
+    check_contract(merged, config)
     changes = detect_changes(
         previous,
         merged,
@@ -154,9 +162,40 @@ def merge_and_log(
         detected_at=detected_at,
         tracked=summary.symbols,
     )
-    with contextlib.ExitStack() as staged:
+    check_removals(changes, summary.available_files, config.removals)
+    with staged_commit(journal_path(config.paths.dataset)) as commit:
         rewritten = write_dataset(
-            merged, config.paths.dataset, config.dataset, previous=previous, staged=staged
+            merged, config.paths.dataset, config.dataset, previous=previous, commit=commit
         )
-        logged = append_changes(config.paths.changes, changes, staged=staged)
+        logged = append_changes(config.paths.changes, changes, commit=commit)
     return rewritten, logged
+
+
+def check_contract(merged: pl.DataFrame, config: Config) -> None:
+    """Refuse to write months that break the rows' contract (what validate would fail on)."""
+    checks = row_violations(merged.lazy(), config.dataset.start_date, config.last_date)
+    for name, found in zip(checks, pl.collect_all(list(checks.values())), strict=True):
+        if not found.is_empty():
+            first = " ".join(str(found[column][0]) for column in KEY)
+            raise GateError(
+                f"this run's merge breaks the dataset's contract ({name} {found.height}, "
+                f"e.g. {first}): nothing was written; the log file has the run's details"
+            )
+
+
+def check_removals(changes: pl.DataFrame, available_files: int, limit: RemovalLimit) -> None:
+    """Refuse a run that turns more available files into unavailable than `limit` allows.
+
+    Binance removes files rarely: many at once is almost always a listing gone wrong.
+    """
+    removed = changes.filter(pl.col("kind") == "removed").height
+    threshold = limit.threshold(available_files)
+    if removed <= threshold or limit.allowed:
+        return
+    raise GateError(
+        f"this run would turn {removed} of the dataset's {available_files} available files "
+        f"into unavailable, more than the {threshold} allowed (update.max_removed_files, "
+        "update.max_removed_share): nothing was written; if the bucket really removed them, "
+        "accept it for one run with `make update ALLOW_REMOVALS=1` (or `make audit "
+        "ALLOW_REMOVALS=1`)"
+    )

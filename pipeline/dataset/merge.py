@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
-from pipeline.dataset.schema import FILE_STATE, KEY
+from pipeline.dataset.schema import FILE_STATE, KEY, SCHEMA
 
 
-def merge(*frames: pl.DataFrame, first_files: pl.DataFrame | None = None) -> pl.DataFrame:
+def merge(
+    *frames: pl.DataFrame,
+    first_files: pl.DataFrame | None = None,
+    probed_at: dt.datetime | None = None,
+) -> pl.DataFrame:
     """One row per (date, symbol): the newest probe wins; ties go to the later frame.
 
     Rows before a symbol's first available date are dropped, as the contract says: a symbol
     has rows from its first file onwards. `first_files` (symbol, first_file) adds what is
     known of first files outside `frames`, when they hold only part of the dataset.
+
+    `probed_at` is the run's own probe time: a stored probe_timestamp later than it (written
+    by a machine whose clock ran fast) counts as that time, since no probe can be newer than
+    the run merging it. It then ties with the run's probes, and the run's probes, given later,
+    win: a fast clock never outranks a fresh probe, yet its rows keep their place among older
+    ones. The rows keep their stored timestamp: validate reports it.
     """
     ordered = pl.concat([frame.lazy() for frame in frames], how="vertical").with_row_index("_order")
-    newest = ordered.sort("probe_timestamp", "_order").unique(subset=list(KEY), keep="last")
+    stamp = pl.col("probe_timestamp")
+    if probed_at is not None:
+        stamp = pl.min_horizontal(stamp, pl.lit(probed_at, dtype=SCHEMA["probe_timestamp"]))
+    newest = ordered.sort(stamp, "_order").unique(subset=list(KEY), keep="last")
     return _from_first_file(newest.drop("_order"), first_files).sort(*KEY).collect()
 
 

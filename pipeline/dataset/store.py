@@ -6,17 +6,18 @@ rewrites only the months it touched and DVC caches only those files again.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.atomic import TEMPORARY_SUFFIX, atomic_path
+from pipeline.atomic import TEMPORARY_SUFFIX, atomic_path, writing
+from pipeline.dataset.commit import Commit, journal_path, staged_commit
 from pipeline.dataset.merge import first_files
 from pipeline.dataset.schema import KEY, SCHEMA, empty, month_of
 from pipeline.dvc_lock import DVC_LOCK, recorded_output
@@ -45,6 +46,7 @@ def partition_files(dataset: Path) -> list[Path]:
 
 
 IDENTITY_FILE = "_dataset.json"
+PARTITION_NAME = re.compile(r"\d{4}-\d{2}\.parquet")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Summary:
     symbols: set[str]
     last_date: dt.date | None
     first_files: pl.DataFrame  # symbol, first_file
+    available_files: int = 0  # rows with available=true: the files the dataset tracks
 
     @classmethod
     def nothing(cls) -> Summary:
@@ -76,17 +79,38 @@ def summarize(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) ->
     if not files:
         return Summary.nothing()
     rows = pl.scan_parquet(files).select("symbol", "date", "available")
-    symbols, newest, firsts = pl.collect_all(
+    symbols, totals, firsts, *spans = pl.collect_all(
         [
             rows.select(pl.col("symbol").unique()),
-            rows.select(pl.col("date").max()),
+            rows.select(pl.col("date").max(), pl.col("available").sum()),
             first_files(rows),
+            # A row in another month's file may also be in its own: the key would be there twice.
+            *(_date_span(path) for path in files),
         ]
     )
+    for path, span in zip(files, spans, strict=True):
+        months = {f"{day:%Y-%m}" for day in span.row(0) if day is not None}
+        if months - {path.name.removesuffix(PARTITION_SUFFIX)}:
+            _read_partition(path)  # refused, with a misplaced row named
     return Summary(
         symbols=set(symbols.get_column("symbol").to_list()),
-        last_date=newest.item(),
+        last_date=totals["date"].item(),
         first_files=firsts,
+        available_files=int(totals["available"].item() or 0),
+    )
+
+
+def _date_span(path: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(path).select(
+        pl.col("date").min().alias("first"), pl.col("date").max().alias("last")
+    )
+
+
+def _refuse_misplaced(path: Path, date: dt.date, rows: pl.DataFrame) -> None:
+    symbol = rows["symbol"][0]
+    raise StoreError(
+        f"{path} holds rows of another month (e.g. {date} {symbol}, which belongs in "
+        f"{date:%Y-%m}{PARTITION_SUFFIX}): restore it with `dvc checkout` or `dvc pull`"
     )
 
 
@@ -100,12 +124,33 @@ def read_months(dataset: Path, months: Iterable[str]) -> pl.DataFrame:
 def checked_files(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> list[Path]:
     """The partitions, once the dataset is known to be whole, ours and of our schema."""
     files = partition_files(dataset)
+    _check_no_stray_file(dataset)
     _check_complete(dataset, files, lock)
     if files:
         _check_identity(dataset, params)
         for path in files:
             _check_schema(path, pl.read_parquet_schema)
     return files
+
+
+def _check_no_stray_file(dataset: Path) -> None:
+    """Only month partitions and the identity file belong in the dataset's folder.
+
+    DVC records the whole folder: anything else would be recorded, restored and published as
+    part of the dataset. The hidden temporary files of an interrupted write are ours.
+    """
+    if not dataset.is_dir():
+        return
+    for path in sorted(dataset.iterdir()):
+        name = path.name
+        if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX) and path.is_file():
+            continue
+        if name == IDENTITY_FILE or (PARTITION_NAME.fullmatch(name) and path.is_file()):
+            continue
+        raise StoreError(
+            f"{path} does not belong in the dataset (only YYYY-MM{PARTITION_SUFFIX} and "
+            f"{IDENTITY_FILE} do): move it out of {dataset}"
+        )
 
 
 def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
@@ -152,7 +197,16 @@ def _describe_identity(identity: dict[str, str]) -> str:
 
 
 def _read_partition(path: Path) -> pl.DataFrame:
-    """A partition, refused if it breaks the contract a merge relies on (one row per key)."""
+    """A partition, refused if it holds rows of another month: their key may be there too."""
+    rows = _read_rows(path)
+    misplaced = rows.filter(month_of() != path.name.removesuffix(PARTITION_SUFFIX))
+    if not misplaced.is_empty():
+        _refuse_misplaced(path, misplaced["date"][0], misplaced)
+    return rows
+
+
+def _read_rows(path: Path) -> pl.DataFrame:
+    """Dataset rows, refused if they break the contract a merge relies on (one row per key)."""
     rows: pl.DataFrame = _check_schema(path, pl.read_parquet)
     duplicated = rows.filter(pl.struct(*KEY).is_duplicated())
     if not duplicated.is_empty():
@@ -192,18 +246,19 @@ def write_dataset(
     params: DatasetConfig,
     *,
     previous: pl.DataFrame,
-    staged: contextlib.ExitStack[Any] | None = None,
+    commit: Commit | None = None,
 ) -> list[str]:
     """Write the months whose rows differ from `previous`; return those months.
 
     Unchanged months are not rewritten, so their files (and DVC's cache) stay as they were.
     Every changed month is written to a temporary file first and all are renamed into place
-    only once all were written, so a failure leaves the previous dataset as it was. With
-    `staged`, the renames wait for that stack to close, with the caller's other writes.
+    together, crash-atomically (pipeline.dataset.commit). With `commit`, they are part of the
+    caller's commit, with its other files.
     """
+    if commit is None:
+        with staged_commit(journal_path(dataset)) as own:
+            return write_dataset(merged, dataset, params, previous=previous, commit=own)
     dataset.mkdir(parents=True, exist_ok=True)
-    for leftover in dataset.glob(f".*{TEMPORARY_SUFFIX}"):  # from a run that was killed
-        leftover.unlink()
     new_parts = _by_month(merged)
     old_parts = _by_month(previous)
     changed = sorted(
@@ -213,25 +268,17 @@ def write_dataset(
         or month not in old_parts
         or not new_parts[month].equals(old_parts[month])
     )
-    with contextlib.ExitStack() as own:
-        renames = staged if staged is not None else own
-        identity_text = json.dumps(params.identity(), indent=2, sort_keys=True) + "\n"
-        identity_path = dataset / IDENTITY_FILE
-        if not identity_path.exists() or identity_path.read_text(encoding="utf-8") != identity_text:
-            renames.enter_context(atomic_path(identity_path)).write_text(identity_text)
-        for month in changed:
-            path = partition_path(dataset, month)
-            if month in new_parts:
-                write_frame(new_parts[month], renames.enter_context(atomic_path(path)))
-            else:
-                renames.enter_context(_removed_on_success(path))
+    identity_text = json.dumps(params.identity(), indent=2, sort_keys=True) + "\n"
+    identity_path = dataset / IDENTITY_FILE
+    if not identity_path.exists() or identity_path.read_text(encoding="utf-8") != identity_text:
+        commit.new_file(identity_path).write_text(identity_text, encoding="utf-8")
+    for month in changed:
+        path = partition_path(dataset, month)
+        if month in new_parts:
+            write_frame(new_parts[month], commit.new_file(path))
+        else:
+            commit.remove(path)
     return changed
-
-
-@contextlib.contextmanager
-def _removed_on_success(path: Path) -> Iterator[None]:
-    yield
-    path.unlink(missing_ok=True)
 
 
 def _by_month(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -251,12 +298,13 @@ def write_frame(
     rows: pl.DataFrame, path: Path, *, order: tuple[str, ...] = PARTITION_ORDER
 ) -> None:
     """Sorted, zstd-compressed, statistics on: unchanged rows give byte-identical files."""
-    rows.sort(*order).write_parquet(
-        path, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS
-    )
+    with writing(path):  # a full disk names the file, not "parquet: ... transport error"
+        rows.sort(*order).write_parquet(
+            path, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS
+        )
 
 
 def read_probe_file(path: Path) -> pl.DataFrame:
     if not path.exists():
         return empty()
-    return _read_partition(path)
+    return _read_rows(path)

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from pipeline.arguments import iso_date, positive_int, symbol_list
-from pipeline.config import load_config, parse_config
+from pipeline.config import load_config, parse_config, refuse_yaml_dates
+from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.dataset.store import summarize
 from pipeline.entry import FALLBACK_LOG, PARAMS
 from pipeline.errors import PipelineError
@@ -61,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--lookback-days", type=positive_int, metavar="N", help="re-list the last N days"
         )
+        command.add_argument(
+            "--allow-removals",
+            action="store_true",
+            help="accept more files turning unavailable than update.max_removed_* allow",
+        )
     backfill = commands.choices["backfill"]
     backfill.set_defaults(usage_error=backfill.error)
     backfill.add_argument(
@@ -88,6 +94,8 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
         overrides["run.as_of"] = args.as_of.isoformat()
     if args.lookback_days is not None:
         overrides["update.lookback_days"] = args.lookback_days
+    if args.allow_removals:
+        overrides["run.allow_removals"] = True
     if args.command == "audit":
         overrides["run.repair"] = {"symbols": None, "since": None, "until": None}
     if args.command == "backfill":
@@ -148,7 +156,10 @@ def pull_if_published() -> None:
     if remotes.returncode != 0:
         reason = (remotes.stderr.strip().splitlines() or ["no reason given"])[-1]
         raise PipelineError(f"dvc remote list failed: {reason}")
-    if remotes.stdout.strip() and dvc("pull", "--allow-missing") != 0:
+    # --force: DVC is the only writer of its outputs, so a file dvc.lock does not record was
+    # left by a run killed before DVC recorded it; the recorded state is restored, and this
+    # run's `dvc repro` does that work again (its changes logged once, with its data).
+    if remotes.stdout.strip() and dvc("pull", "--allow-missing", "--force") != 0:
         raise PipelineError("dvc pull failed (see above): the run did not start")
 
 
@@ -167,8 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging("ops", FALLBACK_LOG)
     try:
         recover(PARAMS)
+        refuse_yaml_dates(PARAMS)  # before any dvc command: DVC's own error names no key
         if args.command == "report":
             return report(args.out)
+        # A commit of the dataset that a killed run had begun is finished before DVC looks.
+        paths = load_config(PARAMS).paths
+        finish_interrupted_commit(paths.dataset, paths.changes)
         pull_if_published()
         overrides = overrides_of(args)
         check_run(PARAMS, overrides)

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.config import DatasetConfig
 from pipeline.dataset.schema import SCHEMA
 from pipeline.dataset.spans import DELISTED, LISTED, missing_days_in_spans, spans_with_status
-from pipeline.dataset.store import StoreError, partition_files, partition_path
+from pipeline.dataset.store import (
+    PARTITION_SUFFIX,
+    StoreError,
+    partition_files,
+    partition_path,
+    summarize,
+)
 from pipeline.errors import PipelineError
 from pipeline.symbols import close_names
 
@@ -31,6 +38,37 @@ def _files(dataset: Path) -> list[Path]:
             f"no partitions under {dataset}: run the pipeline (make update) or `dvc pull`"
         )
     return files
+
+
+def checked_partitions(dataset: Path, params: DatasetConfig) -> list[Path]:
+    """The partitions, once the dataset passes the checks the stages make before reading it.
+
+    The store's checks (whole as dvc.lock records it, built with these params, of the
+    dataset's schema, each row in its own month's file, no stray file), and one of its own:
+    no month missing between the first and the last. By the contract every symbol has a row
+    on every day from its first file on, so a missing month is a lost file, and answering
+    from what is left would give an empty snapshot or invent a delisting.
+    """
+    summarize(dataset, params)
+    files = _files(dataset)
+    months = [path.name.removesuffix(PARTITION_SUFFIX) for path in files]  # YYYY-MM, sorted
+    missing = sorted(set(_months_between(months[0], months[-1])) - set(months))
+    if missing:
+        raise StoreError(
+            f"{partition_path(dataset, missing[0])} is missing, a month between {months[0]} and "
+            f"{months[-1]} ({len(missing)} missing in all): restore it with `dvc checkout` or "
+            "`dvc pull`"
+        )
+    return files
+
+
+def _months_between(first: str, last: str) -> list[str]:
+    """Every YYYY-MM from `first` through `last`."""
+
+    def index(month: str) -> int:
+        return int(month[:4]) * 12 + int(month[5:7]) - 1
+
+    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index(first), index(last) + 1)]
 
 
 def scan(dataset: Path, *, day: dt.date | None = None) -> pl.LazyFrame:

@@ -22,6 +22,7 @@ import polars as pl
 
 from pipeline import query
 from pipeline.arguments import iso_date
+from pipeline.atomic import write_failure
 from pipeline.config import Config, load_config
 from pipeline.dataset.changes import CHANGE_KINDS, read_changes
 from pipeline.errors import PipelineError
@@ -45,7 +46,9 @@ class Context:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Context:
         config = load_config(args.params)
-        return cls(config, args.dataset or config.paths.dataset)
+        dataset = args.dataset or config.paths.dataset
+        query.checked_partitions(dataset, config.dataset)  # a damaged dataset gives no answer
+        return cls(config, dataset)
 
     @property
     def max_gap_days(self) -> int:
@@ -279,6 +282,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         return _fail(prog, exc, EXIT_QUESTION)
     except PipelineError as exc:
         return _fail(prog, exc, EXIT_DATASET)
+    except OSError as exc:  # a file it may not read, as the stages name it
+        failure = write_failure(exc, verb="read")
+        return _fail(prog, failure or f"cannot read {exc.filename}: {exc.strerror}", EXIT_DATASET)
     except pl.exceptions.PolarsError as exc:  # a damaged partition, as polars words it
         first_line = (str(exc).strip().splitlines() or [""])[0]
         return _fail(

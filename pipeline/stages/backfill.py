@@ -8,7 +8,6 @@ so a killed backfill resumes where it stopped: the rerun lists only the symbols 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 import polars as pl
@@ -67,15 +66,14 @@ def run(config: Config) -> None:
             len(lacking),
             checkpoint.directory,
         )
-    probed_at = dt.datetime.now(dt.UTC)
     with VisionClient.from_config(config) as client:
         rows, stats = probe(
             client,
             Layout.from_config(config),
             [r for r in ranges if r.symbol not in done],
             workers=config.probe.workers,
-            probed_at=probed_at,
-            on_listed=lambda symbol, files: checkpoint.save(symbol, files, probed_at),
+            # Each symbol is stamped as it is saved: a resumed run keeps when it was listed.
+            on_listed=lambda symbol, files: checkpoint.save(symbol, files, client.now()),
         )
     earlier = resumed_rows(resumed, config).filter(pl.col("symbol").is_in(lacking))
     rows = pl.concat([earlier, rows])

@@ -121,14 +121,12 @@ def run(config: Config) -> None:
     )
     if config.repair is not None:
         log.info("one-off repair: %s", describe_repair(config))
-    probed_at = dt.datetime.now(dt.UTC)
     with VisionClient.from_config(config) as client:
         probes, stats = probe(
             client,
             Layout.from_config(config),
             the_plan.ranges,
             workers=config.probe.workers,
-            probed_at=probed_at,
         )
     # Only the months that new rows fall in are read, merged and rewritten.
     months = pl.concat([history, probes]).select(month_of().unique()).to_series().to_list()
@@ -136,7 +134,7 @@ def run(config: Config) -> None:
     merged_rows = rows_to_merge(probes, previous, the_plan, summary)
     # Logged: late files flipping to available, files gone or re-uploaded.
     rewritten, logged = merge_and_log(
-        config, summary, previous, history, merged_rows, detected_at=probed_at
+        config, summary, previous, history, merged_rows, detected_at=stats.probed_at
     )
     write_json(
         config.paths.run_metrics,

@@ -19,7 +19,15 @@ import polars as pl
 
 from pipeline.atomic import write_json
 from pipeline.config import Config
-from pipeline.dataset.schema import KEY, empty
+from pipeline.dataset.contract import (
+    available_rows_incomplete,
+    dates_out_of_range,
+    duplicate_keys,
+    null_fields,
+    symbol_profiles,
+    unavailable_rows_with_file,
+)
+from pipeline.dataset.schema import KEY, SCHEMA, empty
 from pipeline.dataset.spans import missing_days_in_spans
 from pipeline.dataset.store import checked_files
 from pipeline.entry import stage_main
@@ -97,11 +105,18 @@ def figure_descriptions(config: Config) -> dict[str, str]:
         "late_dates": f"dates since {config.lookback_start} still missing for at least "
         f"{config.validate.late_share:.0%} of the active symbols (late publishing)",
         "symbols_without_files": f"symbols of symbols.json with no file up to {config.last_date}",
+        "future_probe_timestamps": "rows probed later than this machine's clock says it is now "
+        "(a clock ran fast); fresh probes still win over them",
     }
 
 
 def validate(
-    rows: pl.LazyFrame, config: Config, symbols: Sequence[str], without_files: Sequence[str]
+    rows: pl.LazyFrame,
+    config: Config,
+    symbols: Sequence[str],
+    without_files: Sequence[str],
+    *,
+    now: dt.datetime | None = None,
 ) -> Report:
     """Every check and figure over `rows`, as lazy queries collected together."""
     last = config.last_date
@@ -125,6 +140,7 @@ def validate(
         ),
         "late_dates": late_dates(rows, config.lookback_start, last, config.validate.late_share),
         "symbols_without_files": absent.filter(excused),
+        "future_probe_timestamps": future_probe_timestamps(rows, now or dt.datetime.now(dt.UTC)),
     }
     totals = profiles.select(rows=pl.col("rows").sum(), symbols=pl.len())
     found = pl.collect_all([totals, *violations.values(), *figures.values()])
@@ -137,52 +153,7 @@ def validate(
     )
 
 
-def symbol_profiles(rows: pl.LazyFrame, last: dt.date) -> pl.LazyFrame:
-    """What the checks need to know of each symbol, in one pass over the rows.
-
-    rows and distinct dates; first row; first file; last file through `last`; `covered`:
-    distinct dates from the first file through `last`. Checks that need the rows themselves
-    look only at the symbols this finds at fault, so a good dataset costs one group_by.
-    """
-    first_file = pl.col("date").filter(pl.col("available")).min()
-    return rows.group_by("symbol").agg(
-        rows=pl.len(),
-        dates=pl.col("date").n_unique(),
-        first_row=pl.col("date").min(),
-        first_file=first_file,
-        last_file=pl.col("date").filter(pl.col("available"), pl.col("date") <= last).max(),
-        covered=pl.col("date").filter(pl.col("date").is_between(first_file, last)).n_unique(),
-    )
-
-
 # Contract checks: each gives the offending items, sorted, so that samples are the first ones.
-
-
-def duplicate_keys(rows: pl.LazyFrame, profiles: pl.LazyFrame) -> pl.LazyFrame:
-    """(date, symbol) keys held by more than one row."""
-    at_fault = profiles.filter(pl.col("rows") > pl.col("dates")).select("symbol")
-    return (
-        rows.join(at_fault, on="symbol", how="semi")
-        .group_by(*KEY)
-        .agg(rows=pl.len())
-        .filter(pl.col("rows") > 1)
-        .sort(*KEY)
-    )
-
-
-def null_fields(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Rows lacking a value that every row has; such a row escapes every other check."""
-    required = ("date", "symbol", "available", "probe_timestamp")
-    return (
-        rows.filter(pl.any_horizontal(pl.col(*required).is_null()))
-        .select(*KEY)
-        .sort(*KEY, nulls_last=True)
-    )
-
-
-def dates_out_of_range(rows: pl.LazyFrame, first: dt.date, last: dt.date) -> pl.LazyFrame:
-    """Rows dated before dataset.start_date or after as_of - 1."""
-    return rows.filter(~pl.col("date").is_between(first, last)).select(*KEY).sort(*KEY)
 
 
 def rows_before_first_file(rows: pl.LazyFrame, profiles: pl.LazyFrame) -> pl.LazyFrame:
@@ -207,26 +178,6 @@ def rows_missing(rows: pl.LazyFrame, profiles: pl.LazyFrame, last: dt.date) -> p
         .explode("date")
     )
     return expected.join(rows.select(*KEY), on=list(KEY), how="anti").select(*KEY).sort(*KEY)
-
-
-def available_rows_incomplete(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Available rows without the file's positive size, Last-Modified or ETag."""
-    complete = (
-        (pl.col("file_size_bytes") > 0)
-        & pl.col("last_modified").is_not_null()
-        & (pl.col("etag").str.len_bytes() > 0)
-    )
-    return rows.filter(pl.col("available"), ~complete.fill_null(False)).select(*KEY).sort(*KEY)
-
-
-def unavailable_rows_with_file(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Rows without a file that still carry a size, Last-Modified or ETag."""
-    file_facts = ("file_size_bytes", "last_modified", "etag")
-    return (
-        rows.filter(~pl.col("available"), pl.any_horizontal(pl.col(*file_facts).is_not_null()))
-        .select(*KEY)
-        .sort(*KEY)
-    )
 
 
 def absent_symbols(profiles: pl.LazyFrame, symbols: Sequence[str]) -> pl.LazyFrame:
@@ -281,6 +232,21 @@ def late_dates(rows: pl.LazyFrame, first: dt.date, last: dt.date, share: float) 
         )
         .filter(pl.col("active") > 0, pl.col("missing") / pl.col("active") >= share)
         .select("date", "missing", "active")
+    )
+
+
+def future_probe_timestamps(rows: pl.LazyFrame, now: dt.datetime) -> pl.LazyFrame:
+    """Rows whose probe_timestamp is later than `now`, with it, by date and symbol.
+
+    A figure, not a violation: the merge counts such a time as the run's own (so a fresh probe
+    still wins), and no run could remove them, since rows outside the lookback window are not
+    probed again; failing on them would fail every run until the clock catches up.
+    """
+    stamp = pl.col("probe_timestamp")
+    return (
+        rows.filter(stamp > pl.lit(now, dtype=SCHEMA["probe_timestamp"]))
+        .sort(*KEY)
+        .select(*KEY, stamp.dt.to_string("%Y-%m-%dT%H:%M:%SZ"))
     )
 
 
