@@ -88,30 +88,59 @@ def writing(path: Path) -> Iterator[None]:
         raise failure from exc
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` that replaces it only if the block succeeds."""
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+def temporary_beside(target: Path) -> Path:
+    """A new, empty, hidden temporary file beside `target` (`.NAME.RANDOM.tmp`), readable by all."""
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent
+            prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent
         )
     os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o644)  # mkstemp's 0600 would make the published files private
+    temporary = Path(name)
+    temporary.chmod(0o644)  # mkstemp's 0600 would make the published files private
+    return temporary
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only if the block succeeds.
+
+    `durable`: the new content and the rename reach the disk before this returns (a journal
+    that other renames rely on must survive a power cut, not only a kill).
+    """
+    tmp = temporary_beside(path)
     try:
         with writing(path):
             yield tmp
+            if durable:
+                fsync_file(tmp)
             tmp.replace(path)
+            if durable:
+                fsync_directory(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: Path, text: str, *, durable: bool = False) -> None:
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object, *, durable: bool = False) -> None:
     """Canonical JSON (sorted keys, UTF-8): unchanged values give unchanged bytes."""
-    write_text(path, json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    write_text(path, text, durable=durable)
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb") as data:
+        os.fsync(data.fileno())
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the renames and deletions in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -24,10 +24,24 @@ import polars as pl
 from pipeline.config import Config, Contracts, Repair
 from pipeline.dataset.store import Summary
 from pipeline.errors import PipelineError
-from pipeline.prober import ProbeRange
 from pipeline.symbols import close_names, in_scope
 
 ONE_DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ProbeRange:
+    """Probe `symbol` for every date from `first` through `last`, inclusive.
+
+    A full-history range (`from_first_file`) gives rows from the symbol's first file found
+    on, and none for a symbol with no file, as the dataset contract has it; otherwise every
+    date of the range gets a row.
+    """
+
+    symbol: str
+    first: dt.date
+    last: dt.date
+    from_first_file: bool = False
 
 
 class PlanError(PipelineError):
@@ -72,10 +86,6 @@ class Plan:
     def as_probed(self, tracked: set[str]) -> pl.Expr:
         """True for the probed rows merged as they are: the window and new histories."""
         return (pl.col("date") >= self.window_first) | ~pl.col("symbol").is_in(list(tracked))
-
-    @property
-    def symbols(self) -> int:
-        return len({r.symbol for r in self.ranges})
 
 
 def plan(summary: Summary, symbols: Iterable[str], inputs: RunInputs) -> Plan:

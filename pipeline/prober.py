@@ -21,6 +21,7 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline.dataset.schema import SCHEMA
+from pipeline.planner import ProbeRange
 from pipeline.vision.client import VisionClient, VisionError
 from pipeline.vision.layout import DAILY_SUFFIX, DATE_TEXT_LENGTH, Layout
 from pipeline.vision.listing import PAGE_SIZE, ListingPage
@@ -42,21 +43,6 @@ LISTED_FILES = {
 Typing (`typed_file_columns`) runs once over a whole probe instead of once per page: per-page
 work is what bounds a backfill's CPU time.
 """
-
-
-@dataclass(frozen=True)
-class ProbeRange:
-    """Probe `symbol` for every date from `first` through `last`, inclusive.
-
-    A full-history range (`from_first_file`) gives rows from the symbol's first file found
-    on, and none for a symbol with no file, as the dataset contract has it; otherwise every
-    date of the range gets a row.
-    """
-
-    symbol: str
-    first: dt.date
-    last: dt.date
-    from_first_file: bool = False
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def _checked_names(path: Path, symbols: list[str]) -> list[str]:
             f"{path} lists {', '.join(duplicates[:5])} more than once: remove the copies"
         )
     if symbols != sorted(symbols):
-        raise SymbolsError(f"{path} is not sorted: rewrite it with `python -m pipeline.discover`")
+        raise SymbolsError(f"{path} is not sorted: `make update` rewrites it (discover)")
     return symbols
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from devtools.scratch import ScratchProject
 from pipeline.config import ConfigError, RemovalLimit, load_config
 from pipeline.dataset.changes import GateError, check_removals, merge_and_log, read_changes
 from pipeline.dataset.commit import (
@@ -38,8 +39,10 @@ from pipeline.dataset.commit import (
 from pipeline.dataset.schema import month_of
 from pipeline.dataset.store import read_months, summarize
 from pipeline.entry import run_stage
+from pipeline.ops import cli as ops_cli
 from pipeline.ops.cli import overrides_of
 from pipeline.ops.cli import parser as ops_parser
+from pipeline.ops.one_off import journal_path as one_off_journal
 from pipeline.stages import update
 from tests.support import ROOT, D, days, frame, row, run_all, set_params, snapshot, write_params
 
@@ -189,7 +192,12 @@ def test_temporary_files_without_a_journal_are_deleted_and_the_old_state_stands(
     for path in leftovers:
         path.write_bytes(b"new")
     finish_interrupted_commit(dataset, changes)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["2024-01.parquet", "availability"]
+    # Besides the data, only the writers' lock file (empty: it holds no state).
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        ".availability.commit.json.lock",
+        "2024-01.parquet",
+        "availability",
+    ]
     assert (dataset / "2024-01.parquet").read_bytes() == b"old"
 
 
@@ -379,7 +387,11 @@ def test_ctrl_c_during_the_renames_says_the_next_run_finishes_the_commit(
     assert (a.read_text(), b.exists()) == ("new a", False)
     assert run_stage("report", lambda config: None) == 0  # any stage: its first step
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
-    assert sorted(p.name for p in Path("data").iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in Path("data").iterdir()) == [
+        ".availability.commit.json.lock",
+        "a",
+        "b",
+    ]
 
 
 def test_ctrl_c_before_the_commit_says_no_file_was_left_half_written(workspace, capsys):
@@ -392,12 +404,86 @@ def test_ctrl_c_before_the_commit_says_no_file_was_left_half_written(workspace, 
     ]
 
 
+def killed_run_leftovers() -> tuple[str, Path]:
+    """What a run killed mid-way leaves: one-off params, and a commit done up to its 1st rename.
+
+    Returns params.yaml's text from before the run, and the file whose rename is pending.
+    """
+    params = Path("params.yaml")
+    before = params.read_text(encoding="utf-8")
+    during = before + "# one-off params of the killed run\n"
+    params.write_text(during, encoding="utf-8")
+    one_off_journal(params).write_text(json.dumps({"before": before, "during": during}), "utf-8")
+    a, b, temporary = Path("data/a"), Path("data/b"), Path("data/.b.x.tmp")
+    a.parent.mkdir()
+    a.write_bytes(b"new a")
+    b.write_bytes(b"old b")
+    temporary.write_bytes(b"new b")
+    journal = json.dumps(_journal_of(a, b"new a", temporary, b, b"new b"))
+    journal_path(DATASET).write_text(journal, encoding="utf-8")
+    return before, b
+
+
+@pytest.mark.parametrize("remote", [True, False], ids=["remote", "no-remote"])
+def test_pull_puts_back_what_a_killed_run_left_then_pulls(workspace, monkeypatch, capsys, remote):
+    # `dvc remote list` is run for real, from this interpreter's environment (.venv/bin).
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    subprocess.run(["dvc", "init", "--no-scm", "--quiet"], check=True)
+    if remote:
+        subprocess.run(["dvc", "remote", "add", "-d", "store", str(workspace / "r")], check=True)
+    params_before, pending = killed_run_leftovers()
+    pulled = []
+
+    def dvc(*args: str) -> int:
+        # What DVC finds when it starts: the params and the commit as before the killed run.
+        assert Path("params.yaml").read_text(encoding="utf-8") == params_before
+        assert pending.read_bytes() == b"new b" and not journal_path(DATASET).exists()
+        pulled.append(args)
+        return 0
+
+    monkeypatch.setattr(ops_cli, "dvc", dvc)
+    capsys.readouterr()
+    if remote:
+        assert ops_cli.main(["pull"]) == 0
+        assert pulled == [("pull", "--allow-missing", "--force")]
+        return
+    assert ops_cli.main(["pull"]) == 1
+    assert [line.split(" ERROR ")[1] for line in errors(capsys)] == [
+        "no DVC remote configured: add one with `dvc remote add -d NAME URL`, then rerun"
+    ]
+    assert pulled == []
+    assert pending.read_bytes() == b"new b"
+    assert Path("params.yaml").read_text(encoding="utf-8") == params_before
+
+
 @pytest.mark.parametrize("command", ["update", "audit", "backfill"])
 def test_allow_removals_is_a_one_off_param_of_each_run_command(command):
     extra = ["--since", "2024-05-01"] if command == "backfill" else []
-    args = ops_parser().parse_args([command, "--allow-removals", *extra])
-    assert overrides_of(args)["run.allow_removals"] is True
-    assert "run.allow_removals" not in overrides_of(ops_parser().parse_args([command, *extra]))
+
+    def allowed(*flag: str) -> bool | None:
+        overrides = overrides_of(ops_parser().parse_args([command, *flag, *extra]))
+        return overrides.get("run.allow_removals")
+
+    assert allowed("--allow-removals") is True
+    assert allowed("--allow-removals=1") is True
+    assert allowed("--allow-removals=0") is None
+    assert allowed() is None
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "2", ""])
+def test_allow_removals_other_than_0_or_1_is_a_usage_error_naming_it(value, capsys):
+    with pytest.raises(SystemExit) as usage:
+        ops_parser().parse_args(["audit", f"--allow-removals={value}"])
+    assert usage.value.code == 2
+    assert f"argument --allow-removals: invalid choice: '{value}'" in capsys.readouterr().err
+
+
+def test_make_refuses_an_allow_removals_it_does_not_know(tmp_path):
+    # Refused by the parser before params.yaml is read: no project is needed around it.
+    result = ScratchProject(tmp_path).make("update", "ALLOW_REMOVALS=true")
+    assert result.returncode == 2
+    assert "argument --allow-removals: invalid choice: 'true' (choose from" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile"]
 
 
 @pytest.mark.parametrize(

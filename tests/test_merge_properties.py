@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from pipeline.config import DatasetConfig
 from pipeline.dataset.merge import merge
 from pipeline.dataset.schema import KEY, SCHEMA, empty, month_of
-from pipeline.dataset.store import partition_files, read_months, summarize, write_dataset
-from tests.support import T0
+from pipeline.dataset.store import partition_files, read_months, summarize
+from tests.support import T0, commit_dataset
 
 ID = DatasetConfig("um", "klines", "1m", dt.date(2019, 9, 25), "perpetual")
 SYMBOLS = ("BTCUSDT", "币安人生USDT", "ETHUSDT")
@@ -189,13 +189,13 @@ def contents(dataset: Path) -> dict[str, bytes]:
 
 
 def run_update(run: Sequence[Batch], dataset: Path) -> None:
-    """What pipeline.update does with a run's probes: merge and rewrite only their months."""
+    """What pipeline.stages.update does with a run's probes: merge and rewrite only their months."""
     probes = frames(run)
     touched = pl.concat(probes).select(month_of().unique()).to_series().to_list()
     summary = summarize(dataset, ID, lock=dataset.parent / "no-dvc.lock")
     previous = read_months(dataset, touched)
     merged = merge(previous, *probes, first_files=summary.first_files)
-    assert set(write_dataset(merged, dataset, ID, previous=previous)) <= set(touched)
+    assert set(commit_dataset(merged, dataset, ID, previous=previous)) <= set(touched)
 
 
 def assert_runs_build_one_merge(runs: Sequence[Sequence[Batch]]) -> None:
@@ -205,7 +205,7 @@ def assert_runs_build_one_merge(runs: Sequence[Sequence[Batch]]) -> None:
         by_runs, at_once = Path(tmp) / "by-runs", Path(tmp) / "at-once"
         for run in runs:
             run_update(run, by_runs)
-        write_dataset(everything, at_once, ID, previous=empty())
+        commit_dataset(everything, at_once, ID, previous=empty())
         assert read_all(by_runs).rows() == everything.rows()
         assert contents(by_runs) == contents(at_once)
 
@@ -241,11 +241,11 @@ def test_writing_the_merged_rows_again_rewrites_no_month(batches):
     merged = merge(*frames(batches))
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "ds"
-        written = write_dataset(merged, dataset, ID, previous=empty())
+        written = commit_dataset(merged, dataset, ID, previous=empty())
         assert written == sorted(merged.select(month_of().unique()).to_series().to_list())
         assert read_all(dataset).rows() == merged.rows()
         before = files(dataset)
-        assert write_dataset(merged, dataset, ID, previous=read_months(dataset, written)) == []
+        assert commit_dataset(merged, dataset, ID, previous=read_months(dataset, written)) == []
         assert files(dataset) == before
 
 

@@ -309,22 +309,25 @@ def yesterday() -> dt.date:
     ],
     ids=["since-after-until", "before-start", "after-as-of"],
 )
-def test_check_run_refuses_dates_naming_the_key(project, repair, key, problem):
+def test_run_config_refuses_dates_naming_the_key(project, repair, key, problem):
     with pytest.raises(ConfigError, match=rf"{re.escape(key)} .*{problem}") as refused:
-        cli.check_run(Path("params.yaml"), {"run.repair": {"symbols": None, **repair}})
+        cli.run_config(Path("params.yaml"), {"run.repair": {"symbols": None, **repair}})
     assert "params.yaml for this run" in str(refused.value)
 
 
-def test_check_run_refuses_an_unknown_symbol_with_did_you_mean(project):
+def test_an_unknown_symbol_is_refused_with_did_you_mean(project):
     repair = {"symbols": ["BTCUSTD"], "since": None, "until": None}
+    config = cli.run_config(Path("params.yaml"), {"run.repair": repair})
     with pytest.raises(PlanError, match=r"unknown symbol BTCUSTD.*did you mean BTCUSDT"):
-        cli.check_run(Path("params.yaml"), {"run.repair": repair})
+        cli.check_repair_symbols(config)
 
 
-def test_check_run_accepts_a_good_repair(project):
+def test_a_good_repair_passes_both_checks(project):
     until = yesterday().isoformat()
     repair = {"symbols": ["ETHUSDT"], "since": "2024-05-01", "until": until}
-    cli.check_run(Path("params.yaml"), {"run.repair": repair, "update.lookback_days": 3})
+    config = cli.run_config(Path("params.yaml"), {"run.repair": repair, "update.lookback_days": 3})
+    cli.check_repair_symbols(config)
+    assert config.repair is not None and config.repair.symbols == ("ETHUSDT",)
 
 
 @pytest.mark.parametrize(
@@ -349,7 +352,13 @@ def test_the_cli_refuses_bad_one_off_input_in_one_line_leaving_params(
     assert len(errors) == 1
     assert message in errors[0]
     assert (project / "params.yaml").read_bytes() == before
-    assert sorted(p.name for p in project.iterdir()) == ["logs", "params.yaml", "symbols.json"]
+    # The operator lock file is the only file the command leaves (it holds no state).
+    assert sorted(p.name for p in project.iterdir()) == [
+        ".pipeline.lock",
+        "logs",
+        "params.yaml",
+        "symbols.json",
+    ]
 
 
 # --- the real thing: `make update AS_OF=...` killed, then `make update` ----------------------

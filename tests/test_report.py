@@ -21,7 +21,7 @@ from devtools.scratch import ScratchProject
 from pipeline.config import load_config
 from pipeline.dataset.changes import CHANGES_SCHEMA
 from pipeline.dataset.spans import spans_with_status
-from pipeline.dataset.store import write_dataset, write_frame
+from pipeline.dataset.store import write_frame
 from pipeline.entry import run_stage
 from pipeline.stages import report
 from pipeline.stages.report import (
@@ -34,7 +34,7 @@ from pipeline.stages.report import (
     summary,
 )
 from pipeline.symbols import is_delivery
-from tests.support import ONE_DAY, ROOT, D, dates, frame, row, write_params
+from tests.support import ONE_DAY, ROOT, D, commit_dataset, dates, frame, row, write_params
 
 # as_of 2024-01-11: rows run through 2024-01-10. Spans split on gaps longer than 2 days.
 AS_OF = D("2024-01-11")
@@ -187,7 +187,7 @@ def project(tmp_path, monkeypatch):
     )
     monkeypatch.chdir(tmp_path)
     config = load_config()
-    write_dataset(hand_rows(), config.paths.dataset, config.dataset, previous=frame())
+    commit_dataset(hand_rows(), config.paths.dataset, config.dataset, previous=frame())
     return tmp_path
 
 
@@ -316,7 +316,7 @@ E2E_UNIVERSE = {
 
 
 def truth_spans(universe: Universe, last: dt.date) -> pl.DataFrame:
-    """Listing spans from the universe's files, independently of pipeline.spans."""
+    """Listing spans from the universe's files, independently of pipeline.dataset.spans."""
     spans = []
     for symbol in universe.symbols:
         files = [d for d in universe.available_dates(symbol) if E2E_START <= d <= last]

@@ -280,3 +280,29 @@ def test_data_deps_are_left_alone():
     assert covers("pipeline/vision/", "pipeline/vision/client.py")
     assert not covers("pipeline/vision", "pipeline/visionary.py")
     assert covers("pipeline/entry.py", "pipeline/entry.py")
+
+
+def test_no_module_of_the_package_imports_dvc():
+    """DVC is driven through its command line and dvc.lock's YAML, never its Python API."""
+    offenders = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(parse(path)):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
+                for name in names
+                if name == "dvc" or name.startswith("dvc.")
+            ]
+    assert offenders == []
+
+
+def test_backfill_declares_no_probe_params():
+    """Timeouts, retries and workers shape no output: changing them must not rerun backfill."""
+    params = real_dvc()["stages"]["backfill"].get("params", [])
+    assert [p for p in params if str(p).startswith("probe.")] == []

@@ -305,7 +305,7 @@ def test_a_checkpoint_is_used_only_for_the_dates_it_was_made_for(workspace, buck
     [
         ('{"symbols": ["BTCUSDT",', "symbols.json is not valid JSON (line 1, column 24): fix it"),
         ('{"symbols": ["A", "B", "A"]}', "symbols.json lists A more than once: remove the copies"),
-        ('{"symbols": ["B", "A"]}', "symbols.json is not sorted: rewrite it with `python -m"),
+        ('{"symbols": ["B", "A"]}', "symbols.json is not sorted: `make update` rewrites it"),
         ('{"symbols": ["A", " "]}', "symbols.json has an empty or malformed symbol name: remove"),
         ('["A"]', 'symbols.json must be an object {"symbols": [...]} with a list of strings'),
     ],

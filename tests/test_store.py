@@ -1,8 +1,11 @@
 import datetime as dt
+import errno
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from pipeline.atomic import WriteError
 from pipeline.config import DatasetConfig
 from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.dataset.merge import merge
@@ -12,10 +15,9 @@ from pipeline.dataset.store import (
     partition_files,
     read_months,
     summarize,
-    write_dataset,
     write_parquet,
 )
-from tests.support import T0, frame, row
+from tests.support import T0, commit_dataset, frame, row
 
 T1 = T0 + dt.timedelta(days=1)
 ID = DatasetConfig("um", "klines", "1m", dt.date(2019, 9, 25), "perpetual")
@@ -73,7 +75,7 @@ def test_write_dataset_partitions_by_month_and_reads_back(tmp_path):
     rows = merge(
         frame(row("2024-01-31", "A"), row("2024-02-01", "A"), row("2024-02-01", "币安人生USDT"))
     )
-    months = write_dataset(rows, tmp_path / "ds", ID, previous=empty())
+    months = commit_dataset(rows, tmp_path / "ds", ID, previous=empty())
     assert months == ["2024-01", "2024-02"]
     assert [p.name for p in partition_files(tmp_path / "ds")] == [
         "2024-01.parquet",
@@ -87,14 +89,14 @@ def test_write_dataset_partitions_by_month_and_reads_back(tmp_path):
 def test_only_changed_months_are_rewritten_and_unchanged_bytes_stay(tmp_path):
     ds = tmp_path / "ds"
     before = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
-    write_dataset(before, ds, ID, previous=empty())
+    commit_dataset(before, ds, ID, previous=empty())
     january = (ds / "2024-01.parquet").stat()
     after = merge(before, frame(row("2024-02-01", "A", False, probed=T1)))
-    assert write_dataset(after, ds, ID, previous=read_months(ds, ["2024-01", "2024-02"])) == [
+    assert commit_dataset(after, ds, ID, previous=read_months(ds, ["2024-01", "2024-02"])) == [
         "2024-02"
     ]
     assert (ds / "2024-01.parquet").stat().st_mtime_ns == january.st_mtime_ns
-    assert write_dataset(after, ds, ID, previous=read_months(ds, ["2024-01", "2024-02"])) == []
+    assert commit_dataset(after, ds, ID, previous=read_months(ds, ["2024-01", "2024-02"])) == []
 
 
 def test_identical_rows_give_byte_identical_files(tmp_path):
@@ -122,7 +124,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
 def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
     assert summarize(tmp_path / "ds", ID, lock=tmp_path / "dvc.lock").symbols == set()
     (tmp_path / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  update:\n    cmd: python -m pipeline.update\n"
+        "schema: '2.0'\nstages:\n  update:\n    cmd: python -m pipeline.stages.update\n"
         "    outs:\n    - path: " + str(tmp_path / "ds") + "\n      hash: md5\n"
     )
     with pytest.raises(
@@ -133,7 +135,7 @@ def test_missing_dataset_is_empty_only_on_a_genuine_first_run(tmp_path):
 
 def test_damaged_partitions_are_refused_with_the_fix(tmp_path):
     ds = tmp_path / "ds"
-    write_dataset(merge(frame(row("2024-01-01", "A"))), ds, ID, previous=empty())
+    commit_dataset(merge(frame(row("2024-01-01", "A"))), ds, ID, previous=empty())
     path = ds / "2024-01.parquet"
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(
@@ -150,7 +152,7 @@ def test_damaged_partitions_are_refused_with_the_fix(tmp_path):
 def test_a_failure_while_writing_any_month_leaves_every_month_as_it_was(tmp_path, monkeypatch):
     ds = tmp_path / "ds"
     before = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
-    write_dataset(before, ds, ID, previous=empty())
+    commit_dataset(before, ds, ID, previous=empty())
     original = {p.name: p.read_bytes() for p in ds.iterdir()}
     after = merge(
         before,
@@ -167,13 +169,13 @@ def test_a_failure_while_writing_any_month_leaves_every_month_as_it_was(tmp_path
     real_write = pl.DataFrame.write_parquet
     monkeypatch.setattr(pl.DataFrame, "write_parquet", second_write_fails)
     with pytest.raises(OSError, match="disk full"):
-        write_dataset(after, ds, ID, previous=before)
+        commit_dataset(after, ds, ID, previous=before)
     assert {p.name: p.read_bytes() for p in ds.iterdir()} == original
 
 
 def test_a_partly_missing_dataset_is_not_read_as_truncated(tmp_path):
     ds = tmp_path / "ds"
-    write_dataset(
+    commit_dataset(
         merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A"))), ds, ID, previous=empty()
     )
     lock = tmp_path / "dvc.lock"
@@ -188,7 +190,7 @@ def test_a_partly_missing_dataset_is_not_read_as_truncated(tmp_path):
 
 def test_a_dataset_of_other_params_is_never_merged_into(tmp_path):
     ds = tmp_path / "ds"
-    write_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
+    commit_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
     hourly = DatasetConfig("um", "klines", "1h", dt.date(2019, 9, 25), "perpetual")
     with pytest.raises(StoreError) as refused:
         summarize(ds, hourly)
@@ -215,7 +217,7 @@ def test_merging_part_of_the_dataset_keeps_rows_of_symbols_whose_first_file_is_e
 def test_a_leftover_temporary_file_does_not_hide_a_missing_partition(tmp_path):
     ds = tmp_path / "ds"
     rows = merge(frame(row("2024-01-31", "A"), row("2024-02-01", "A")))
-    write_dataset(rows, ds, ID, previous=empty())
+    commit_dataset(rows, ds, ID, previous=empty())
     lock = tmp_path / "dvc.lock"
     lock.write_text(f"stages:\n  update:\n    outs:\n    - path: {ds}\n      nfiles: 3\n")
     (ds / "2024-01.parquet").unlink()
@@ -223,7 +225,7 @@ def test_a_leftover_temporary_file_does_not_hide_a_missing_partition(tmp_path):
     with pytest.raises(StoreError, match="has 2 of the 3 files"):
         summarize(ds, ID, lock=lock)
     finish_interrupted_commit(ds, tmp_path / "changes.parquet")  # every stage's first step
-    write_dataset(rows, ds, ID, previous=empty())
+    commit_dataset(rows, ds, ID, previous=empty())
     assert sorted(p.name for p in ds.iterdir()) == [
         "2024-01.parquet",
         "2024-02.parquet",
@@ -233,7 +235,53 @@ def test_a_leftover_temporary_file_does_not_hide_a_missing_partition(tmp_path):
 
 def test_a_dataset_with_no_rows_yet_is_empty_not_missing(tmp_path):
     ds = tmp_path / "ds"
-    write_dataset(empty(), ds, ID, previous=empty())
+    commit_dataset(empty(), ds, ID, previous=empty())
     lock = tmp_path / "dvc.lock"
     lock.write_text(f"stages:\n  update:\n    outs:\n    - path: {ds}\n      nfiles: 1\n")
     assert summarize(ds, ID, lock=lock).symbols == set()
+
+
+def denied(source, *_args, **_kwargs):
+    """A read the permissions refuse, as the OS reports it."""
+    raise PermissionError(errno.EACCES, "Permission denied", str(source))
+
+
+def permission_denied(path) -> str:
+    return (
+        f"cannot read {path}: permission denied: "
+        "check the permissions of the file and its folder, and rerun"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reader", "read"),
+    [
+        ("read_parquet_schema", lambda ds: summarize(ds, ID)),
+        ("read_parquet", lambda ds: read_months(ds, ["2024-01"])),
+    ],
+)
+def test_a_partition_we_may_not_read_names_the_permissions_not_damage(
+    tmp_path, monkeypatch, reader, read
+):
+    ds = tmp_path / "ds"
+    commit_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
+    monkeypatch.setattr(pl, reader, denied)
+    with pytest.raises(WriteError) as refused:
+        read(ds)
+    assert str(refused.value) == permission_denied(ds / "2024-01.parquet")
+
+
+def test_an_identity_file_we_may_not_read_names_the_permissions_not_damage(tmp_path, monkeypatch):
+    ds = tmp_path / "ds"
+    commit_dataset(merge(frame(row("2024-01-31", "A"))), ds, ID, previous=empty())
+    read_text = Path.read_text
+
+    def identity_denied(self, *args, **kwargs):
+        if self.name == "_dataset.json":
+            denied(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", identity_denied)
+    with pytest.raises(WriteError) as refused:
+        summarize(ds, ID)
+    assert str(refused.value) == permission_denied(ds / "_dataset.json")

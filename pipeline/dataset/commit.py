@@ -15,16 +15,21 @@ are the renames and deletions applied, and the journal removed last.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.atomic import TEMPORARY_SUFFIX
+from pipeline.atomic import (
+    TEMPORARY_SUFFIX,
+    fsync_directory,
+    fsync_file,
+    temporary_beside,
+    write_json,
+)
 from pipeline.errors import PipelineError
 
 JOURNAL_VERSION = 1
@@ -60,13 +65,7 @@ class Commit:
 
     def new_file(self, target: Path) -> Path:
         """A hidden temporary file beside `target` to write its new content into."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent
-        )
-        os.close(fd)
-        temporary = Path(name)
-        temporary.chmod(0o644)  # mkstemp's 0600 would make the published files private
+        temporary = temporary_beside(target)
         self.renames.append((temporary, target))
         return temporary
 
@@ -84,7 +83,7 @@ class Commit:
             return
         entries = []
         for temporary, target in self.renames:
-            _fsync(temporary)
+            fsync_file(temporary)
             entries.append(
                 {
                     "temporary": str(temporary),
@@ -99,7 +98,8 @@ class Commit:
             "removals": [str(path) for path in self.removals],
         }
         try:
-            _write_journal(self.journal, journal)
+            # Whole or absent, and durable: the renames start only once it is on disk.
+            write_json(self.journal, journal, durable=True)
             _finish(self.journal, journal)
         except BaseException as exc:
             if not self.journal.exists():  # the switch never began: the old state stands
@@ -115,28 +115,54 @@ class Commit:
 
 @contextlib.contextmanager
 def staged_commit(journal: Path) -> Iterator[Commit]:
-    """A commit applied when the block succeeds; its temporary files deleted when it fails."""
-    commit = Commit(journal)
-    try:
-        yield commit
-    except BaseException:
-        commit.discard()
-        raise
-    commit.apply()
+    """A commit applied when the block succeeds; its temporary files deleted when it fails.
+
+    The writer's lock is held from the first temporary file to the journal's removal, so a
+    replay started meanwhile (another command) leaves this commit's files alone.
+    """
+    with _writer_lock(journal, wait=True):
+        commit = Commit(journal)
+        try:
+            yield commit
+        except BaseException:
+            commit.discard()
+            raise
+        commit.apply()
 
 
 def replay(journal: Path, targets: Iterable[Path]) -> bool:
     """Finish the commit `journal` lists, if any; delete `targets`' temporary files left over.
 
     Returns whether a commit was finished. Idempotent: a kill while replaying is replayed.
+    Nothing is touched while a live writer holds the lock: its files are not leftovers.
     """
-    finished = journal.exists()
-    if finished:
-        _finish(journal, _read_journal(journal))
-    for target in [*targets, journal]:
-        for leftover in temporary_files(target):
-            leftover.unlink(missing_ok=True)
-    return finished
+    with _writer_lock(journal, wait=False) as free:
+        if not free:
+            return False
+        finished = journal.exists()
+        if finished:
+            _finish(journal, _read_journal(journal))
+        for target in [*targets, journal]:
+            for leftover in temporary_files(target):
+                leftover.unlink(missing_ok=True)
+        return finished
+
+
+@contextlib.contextmanager
+def _writer_lock(journal: Path, *, wait: bool) -> Iterator[bool]:
+    """An advisory lock beside the journal, released by the kernel however its holder ends.
+
+    Yields whether it is held; without `wait`, a lock held elsewhere yields False at once.
+    """
+    lock = journal.with_name(f"{journal.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def finish_interrupted_commit(dataset: Path, changes: Path) -> None:
@@ -167,9 +193,9 @@ def _finish(journal: Path, recorded: dict[str, list]) -> None:
         directories.add(path.parent)
         path.unlink(missing_ok=True)
     for directory in directories:
-        _fsync_directory(directory)  # the renames are durable before the journal goes
+        fsync_directory(directory)  # the renames are durable before the journal goes
     journal.unlink()
-    _fsync_directory(journal.parent)
+    fsync_directory(journal.parent)
 
 
 def _read_journal(journal: Path) -> dict[str, list]:
@@ -189,35 +215,9 @@ def _holds(path: Path, size: int, sha256: str) -> bool:
     return path.is_file() and path.stat().st_size == size and _sha256(path) == sha256
 
 
-def _write_journal(journal: Path, recorded: dict[str, object]) -> None:
-    """Whole or absent, and durable: the renames start only once it is on disk."""
-    fd, name = tempfile.mkstemp(
-        prefix=f".{journal.name}.", suffix=TEMPORARY_SUFFIX, dir=journal.parent
-    )
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(recorded, out, indent=2)
-        out.flush()
-        os.fsync(out.fileno())
-    Path(name).replace(journal)
-    _fsync_directory(journal.parent)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as data:
         for block in iter(lambda: data.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as data:
-        os.fsync(data.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -3,7 +3,8 @@
 Each command puts params.yaml back first if an earlier one-off run was killed, restores the
 recorded data from the DVC remote when one is configured, sets its one-off params for this run
 only, and runs `dvc repro`: DVC stays the only writer of the dataset, its lock keeps two runs
-apart, and dvc.lock records what each run did.
+apart, and dvc.lock records what each run did. `pull` takes the same first steps, then only
+pulls (a half-written workspace would make a bare `dvc pull` refuse).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any
 import yaml
 
 from pipeline.arguments import iso_date, positive_int, symbol_list
-from pipeline.config import load_config, parse_config, refuse_yaml_dates
+from pipeline.config import Config, load_config, parse_config, refuse_yaml_dates
 from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.dataset.store import summarize
 from pipeline.entry import FALLBACK_LOG, PARAMS
 from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
+from pipeline.ops.lock import operator_lock
 from pipeline.ops.one_off import one_off_params, recover, render_overrides
 from pipeline.planner import check_repair
 from pipeline.symbols import read_symbols
@@ -62,10 +64,16 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--lookback-days", type=positive_int, metavar="N", help="re-list the last N days"
         )
+        # 0 or 1, as ALLOW_REMOVALS reaches it from make: any other value is a usage error
+        # naming it, not an ALLOW_REMOVALS=true silently ignored.
         command.add_argument(
             "--allow-removals",
-            action="store_true",
-            help="accept more files turning unavailable than update.max_removed_* allow",
+            nargs="?",
+            choices=("0", "1"),
+            const="1",
+            default="0",
+            help="1 (alone: 1): accept more files turning unavailable than update.max_removed_* "
+            "allow, for this run",
         )
     backfill = commands.choices["backfill"]
     backfill.set_defaults(usage_error=backfill.error)
@@ -77,6 +85,12 @@ def parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument(
         "--until", type=iso_date, metavar="DATE", help="last date to list (default: as_of - 1)"
+    )
+    commands.add_parser(
+        "pull",
+        help="fetch the data dvc.lock records from the DVC remote (dvc pull)",
+        description="Finish what a killed run left, then fetch the data dvc.lock records from "
+        "the DVC remote (dvc pull --allow-missing --force).",
     )
     report = commands.add_parser(
         "report",
@@ -94,7 +108,7 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
         overrides["run.as_of"] = args.as_of.isoformat()
     if args.lookback_days is not None:
         overrides["update.lookback_days"] = args.lookback_days
-    if args.allow_removals:
+    if args.allow_removals == "1":
         overrides["run.allow_removals"] = True
     if args.command == "audit":
         overrides["run.repair"] = {"symbols": None, "since": None, "until": None}
@@ -107,11 +121,15 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def check_run(params: Path, overrides: dict[str, Any]) -> None:
-    """Refuse bad one-off params (the key named) and unknown symbols before any request."""
+def run_config(params: Path, overrides: dict[str, Any]) -> Config:
+    """The params the stages will see this run, validated: bad one-off params name the key."""
     text = render_overrides(params.read_text(encoding="utf-8"), overrides)
     today = dt.datetime.now(dt.UTC).date()
-    config = parse_config(yaml.safe_load(text), today=today, source=f"{params} for this run")
+    return parse_config(yaml.safe_load(text), today=today, source=f"{params} for this run")
+
+
+def check_repair_symbols(config: Config) -> None:
+    """Refuse a repair naming a symbol this dataset cannot have, before any listing request."""
     if config.repair is None or config.repair.symbols is None:
         return
     known = (
@@ -149,6 +167,22 @@ def dvc(*args: str) -> int:
 
 def pull_if_published() -> None:
     """The data dvc.lock records, from the DVC remote, when one is configured."""
+    if published():
+        pull_recorded()
+
+
+def pull() -> int:
+    """`make pull`: the data dvc.lock records, from the DVC remote that must be configured."""
+    if not published():
+        raise PipelineError(
+            "no DVC remote configured: add one with `dvc remote add -d NAME URL`, then rerun"
+        )
+    pull_recorded()
+    return 0
+
+
+def published() -> bool:
+    """Whether a DVC remote is configured (`dvc remote list` names one)."""
     try:
         remotes = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
     except OSError as exc:
@@ -156,11 +190,16 @@ def pull_if_published() -> None:
     if remotes.returncode != 0:
         reason = (remotes.stderr.strip().splitlines() or ["no reason given"])[-1]
         raise PipelineError(f"dvc remote list failed: {reason}")
+    return bool(remotes.stdout.strip())
+
+
+def pull_recorded() -> None:
+    """`dvc pull` of the data dvc.lock records; nothing else is done if it fails."""
     # --force: DVC is the only writer of its outputs, so a file dvc.lock does not record was
     # left by a run killed before DVC recorded it; the recorded state is restored, and this
     # run's `dvc repro` does that work again (its changes logged once, with its data).
-    if remotes.stdout.strip() and dvc("pull", "--allow-missing", "--force") != 0:
-        raise PipelineError("dvc pull failed (see above): the run did not start")
+    if dvc("pull", "--allow-missing", "--force") != 0:
+        raise PipelineError("dvc pull failed (see above): fix what it names, then rerun")
 
 
 def report(out: Path) -> int:
@@ -177,23 +216,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.usage_error("give --symbols A,B and/or --since DATE [--until DATE]")
     setup_logging("ops", FALLBACK_LOG)
     try:
-        recover(PARAMS)
-        refuse_yaml_dates(PARAMS)  # before any dvc command: DVC's own error names no key
-        if args.command == "report":
-            return report(args.out)
-        # A commit of the dataset that a killed run had begun is finished before DVC looks.
-        paths = load_config(PARAMS).paths
-        finish_interrupted_commit(paths.dataset, paths.changes)
-        pull_if_published()
-        overrides = overrides_of(args)
-        check_run(PARAMS, overrides)
-        if overrides:
-            log.info("for this run: %s", ", ".join(f"{k}={v}" for k, v in overrides.items()))
-        with one_off_params(PARAMS, overrides):
-            return dvc("repro")
+        with operator_lock():
+            return run_command(args)
     except PipelineError as exc:
         log.error("%s", exc)
         return 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """A command's steps, in order; each refusal comes before anything it would change."""
+    recover(PARAMS)
+    refuse_yaml_dates(PARAMS)  # before any dvc command: DVC's own error gives no fix
+    if args.command == "report":
+        return report(args.out)
+    overrides = {} if args.command == "pull" else overrides_of(args)
+    config = run_config(PARAMS, overrides)
+    # A commit of the dataset that a killed run had begun is finished before DVC looks.
+    finish_interrupted_commit(config.paths.dataset, config.paths.changes)
+    if args.command == "pull":
+        return pull()
+    pull_if_published()
+    check_repair_symbols(config)
+    if overrides:
+        log.info("for this run: %s", ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    with one_off_params(PARAMS, overrides):
+        return dvc("repro")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import DatasetConfig
+from pipeline.dataset.commit import journal_path
 from pipeline.dataset.schema import SCHEMA
 from pipeline.dataset.spans import DELISTED, LISTED, missing_days_in_spans, spans_with_status
 from pipeline.dataset.store import (
@@ -49,6 +50,7 @@ def checked_partitions(dataset: Path, params: DatasetConfig) -> list[Path]:
     on every day from its first file on, so a missing month is a lost file, and answering
     from what is left would give an empty snapshot or invent a delisting.
     """
+    check_no_interrupted_commit(dataset)
     summarize(dataset, params)
     files = _files(dataset)
     months = [path.name.removesuffix(PARTITION_SUFFIX) for path in files]  # YYYY-MM, sorted
@@ -60,6 +62,18 @@ def checked_partitions(dataset: Path, params: DatasetConfig) -> list[Path]:
             "`dvc pull`"
         )
     return files
+
+
+def check_no_interrupted_commit(dataset: Path) -> None:
+    """Refuse to answer while a killed run's commit is half applied: old and new files mixed.
+
+    Only a writer may finish it (every stage and `python -m pipeline.ops` replay it first);
+    the query reads and never writes.
+    """
+    if journal_path(dataset).exists():
+        raise StoreError(
+            f"a run was interrupted while writing {dataset}: run `make update` to finish it"
+        )
 
 
 def _months_between(first: str, last: str) -> list[str]:
@@ -152,7 +166,7 @@ def timeline(dataset: Path, symbol: str) -> pl.DataFrame:
 
 
 def spans(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
-    """Listing spans with their status (pipeline.spans), numbered per symbol from 1."""
+    """Listing spans with their status (pipeline.dataset.spans), numbered per symbol from 1."""
     return (
         spans_with_status(rows, last, max_gap_days)
         .with_columns(

@@ -17,8 +17,8 @@ from pipeline.config import Config
 from pipeline.dataset.schema import empty
 from pipeline.dataset.store import Summary, summarize, write_parquet
 from pipeline.entry import stage_main
-from pipeline.planner import RunInputs, plan
-from pipeline.prober import ProbeRange, probe, to_rows
+from pipeline.planner import ProbeRange, RunInputs, plan
+from pipeline.prober import probe, to_rows
 from pipeline.symbols import preview, read_gaps
 from pipeline.vision.client import VisionClient
 from pipeline.vision.layout import Layout

@@ -1,6 +1,6 @@
 """Stage report: the listing spans table, the summary metrics and the plot data, after validate.
 
-- data/spans.parquet: one row per symbol and listing span (pipeline.spans), with its status;
+- data/spans.parquet: one row per symbol and listing span (pipeline.dataset.spans), with its status;
 - metrics/summary.json: what the dataset holds, for `dvc metrics show`;
 - metrics/plots/*.csv: symbols with a file per day, listings and delistings per month, for
   `dvc plots show` (dvc.yaml declares them with their titles and axes).
