@@ -53,7 +53,7 @@ FAULTS: dict[str, tuple[str, str, str]] = {
     ),
     "key_outside_prefix": (ETH, "ETHUSDT", f"key '{OTHER_MARKET_FOLDER}1m/"),
     "no_encoding_echo": (NON_ASCII, "币安人生USDT", "encoding-type=url asked for but not echoed"),
-    "bad_retry_after": (ETH, "ETHUSDT", "listing failed after 1 retries (HTTP 503 SlowDown)"),
+    "bad_retry_after": (ETH, "ETHUSDT", "listing failed after 1 retry (HTTP 503 SlowDown)"),
 }
 
 

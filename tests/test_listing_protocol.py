@@ -2,13 +2,17 @@
 
 Each rule is shown on hand-made pages behind `responses` (the message names the subject, the
 rule broken and the URL), then each of the emulator's faults is shown refused by the client.
-Also here: Retry-After that is no number, the deadline that covers a trickling body, and the
-probe time that never passes the server's clock.
+Also here: discovery's page cap, Retry-After that is no number, the deadline that covers
+trickling headers and bodies, and the probe time that never passes the server's clock nor
+follows a stale Date.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import socket
+import threading
 import time
 
 import pytest
@@ -19,6 +23,8 @@ from devtools.emulator.server import LOOP_TOKEN, OTHER_MARKET_FOLDER
 from pipeline.prober import ProbeRange, probe
 from pipeline.vision import client as vision_client
 from pipeline.vision.client import (
+    DISCOVERY_PAGE_LIMIT,
+    SERVER_CLOCK_MAX_LAG,
     SERVER_CLOCK_TOLERANCE,
     VisionClient,
     VisionError,
@@ -241,6 +247,30 @@ def test_discovery_refuses_a_key_that_should_have_been_a_folder():
         vision.list_common_prefixes(ROOT, subject="symbols")
 
 
+def endless_folders(request) -> tuple[int, dict[str, str], str]:
+    """Discovery pages that each move forward and are truncated: S0001/, S0002/, ..."""
+    token = request.params.get("continuation-token", "t0000")
+    number = int(token[1:]) + 1
+    folders = [f"{ROOT}S{number:04d}/"]
+    body = listing(common_prefixes=folders, prefix=ROOT, truncated=True, token=f"t{number:04d}")
+    return 200, {}, body
+
+
+@responses.activate
+def test_discovery_stops_at_the_page_cap_in_one_line_naming_the_url():
+    responses.add_callback(
+        responses.GET, LIST_URL, callback=endless_folders, content_type="application/xml"
+    )
+    with client() as vision, pytest.raises(VisionError) as failure:
+        vision.list_common_prefixes(ROOT, subject="symbols")
+    assert str(failure.value) == (
+        f"symbols: more than {DISCOVERY_PAGE_LIMIT} listing pages of folders, more than the "
+        f"bucket holds, from {LIST_URL} (prefix {ROOT}); "
+        "check vision.listing_url and any proxy in front of it"
+    )
+    assert vision.requests == DISCOVERY_PAGE_LIMIT == 100
+
+
 # --- Retry-After and deadlines -----------------------------------------------------------------
 
 
@@ -283,6 +313,85 @@ def test_a_body_that_trickles_fails_within_the_timeout(trickling_emulator):
     assert str(failure.value).startswith(f"{SYMBOL}: listing failed (HTTP 200, timed out")
 
 
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nX-Padding: " + b"x" * 40
+
+
+@pytest.fixture
+def slow_headers():
+    """A raw HTTP server on 127.0.0.1. Its first `slow` answers send the bytes after
+    `sent_at_once` (0: from the status line on) one every 0.2 s, for 16 s at most; later
+    answers are a page at once. Every answer stops by itself, or when the client hangs up."""
+    state = {"slow": 1, "sent_at_once": 0, "served": 0}
+    body = page([key(1)]).encode()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer(conn: socket.socket, slow: bool) -> None:
+        with conn:
+            conn.recv(65536)
+            if not slow:
+                length = f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                conn.sendall(HEAD + length + body)
+                return
+            at_once = state["sent_at_once"]
+            with contextlib.suppress(OSError):  # the client hung up: its deadline passed
+                conn.sendall(HEAD[:at_once])
+                for byte in HEAD[at_once:][:80]:
+                    time.sleep(0.2)
+                    conn.sendall(bytes([byte]))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            state["served"] += 1
+            slow = state["served"] <= state["slow"]
+            threading.Thread(target=answer, args=(conn, slow), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/data.binance.vision", state
+    listener.close()
+
+
+@pytest.mark.parametrize("sent_at_once", [0, 17], ids=["status-line", "headers"])
+def test_response_headers_that_trickle_fail_within_the_timeout(slow_headers, sent_at_once):
+    url, state = slow_headers
+    state["sent_at_once"] = sent_at_once
+    started = time.monotonic()
+    with (
+        VisionClient(url, timeout_s=1, retries=0, backoff_s=0, pool_size=1) as vision,
+        pytest.raises(VisionError) as failure,
+    ):
+        vision.list_page(PREFIX, subject=SYMBOL)
+    # Each byte comes within the 1 s socket timeout: only the attempt's deadline ends it.
+    assert time.monotonic() - started < 1.5
+    assert str(failure.value).startswith(f"{SYMBOL}: listing failed (timed out) from {url}/?")
+
+
+def test_response_headers_that_always_trickle_fail_after_the_retries_made(slow_headers):
+    url, state = slow_headers
+    state["slow"] = 99
+    with (
+        VisionClient(url, timeout_s=0.5, retries=2, backoff_s=0, pool_size=1) as vision,
+        pytest.raises(VisionError) as failure,
+    ):
+        vision.list_page(PREFIX, subject=SYMBOL)
+    # Two attempts of 0.5 s spend the 1 s budget: one retry was made, the next never sent.
+    assert str(failure.value).startswith(
+        f"{SYMBOL}: listing failed after 1 retry (timed out, out of the 1s retry budget) from "
+    )
+    assert (state["served"], vision.requests) == (2, 2)
+
+
+def test_response_headers_that_trickle_are_retried_as_a_timeout(slow_headers):
+    url, state = slow_headers
+    with VisionClient(url, timeout_s=0.5, retries=2, backoff_s=0, pool_size=1) as vision:
+        listed = vision.list_page(PREFIX, subject=SYMBOL)
+    assert listed.keys == [key(1)]
+    assert (state["served"], vision.requests, vision.retries) == (2, 2, 1)
+
+
 # --- the emulator's faults, refused by the client ---------------------------------------------
 
 
@@ -300,7 +409,7 @@ def faulty():
     [
         ("not_found_html", PREFIX, "listing failed (HTTP 404, not S3: text/html)"),
         ("no_such_key", PREFIX, "listing failed (HTTP 404 NoSuchKey)"),
-        ("bad_retry_after", PREFIX, "listing failed after 1 retries (HTTP 503 SlowDown)"),
+        ("bad_retry_after", PREFIX, "listing failed after 1 retry (HTTP 503 SlowDown)"),
         ("looping_token", ROOT, f"continuation token {LOOP_TOKEN!r} repeats the previous one"),
         ("empty_token", PREFIX, "truncated without a continuation token"),
         ("no_encoding_echo", PREFIX, "encoding-type=url asked for but not echoed"),
@@ -329,6 +438,9 @@ def test_each_emulator_fault_is_refused_in_one_line(faulty, fault, listed, cause
 # --- time: a probe is never stamped later than the server's clock ------------------------------
 
 LOCAL = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+DAY = dt.timedelta(days=1)
+SECOND = dt.timedelta(seconds=1)
+assert SERVER_CLOCK_MAX_LAG == DAY
 
 
 @pytest.mark.parametrize(
@@ -338,8 +450,19 @@ LOCAL = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
         (LOCAL + dt.timedelta(hours=1), LOCAL),  # the server runs ahead: the local clock
         (LOCAL - dt.timedelta(seconds=1), LOCAL),  # within the tolerance
         (LOCAL - dt.timedelta(hours=3), LOCAL - dt.timedelta(hours=3) + SERVER_CLOCK_TOLERANCE),
+        (LOCAL - DAY, LOCAL - DAY + SERVER_CLOCK_TOLERANCE),
+        (LOCAL - DAY - dt.timedelta(seconds=1), LOCAL),  # a cached Date, no clock
+        (dt.datetime(1970, 1, 1, tzinfo=UTC), LOCAL),  # a broken proxy's Date
     ],
-    ids=["no-date", "server-ahead", "within-tolerance", "local-clock-fast"],
+    ids=[
+        "no-date",
+        "server-ahead",
+        "within-tolerance",
+        "local-clock-fast",
+        "a-day-behind",
+        "more-than-a-day-behind",
+        "epoch",
+    ],
 )
 def test_probe_time_is_the_local_clock_but_never_past_the_servers(server, expected):
     assert probe_time(LOCAL, server) == expected
@@ -384,4 +507,39 @@ def test_without_a_date_header_rows_are_stamped_with_the_local_clock():
     with client() as vision:
         vision.list_page(PREFIX, subject=SYMBOL)
         stamped = vision.now()
+    assert before <= stamped <= dt.datetime.now(UTC)
+
+
+def http_date_of(moment: dt.datetime) -> str:
+    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def stamped_after(*dates: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The clock `VisionClient.now()` gives after answers with these Dates, in this order, and
+    the local clock just before."""
+    for date in dates:
+        responses.get(LIST_URL, body=page([key(1)]), headers={"Date": http_date_of(date)}, **XML)
+    before = dt.datetime.now(UTC)
+    with client() as vision:
+        for _ in dates:
+            vision.list_page(PREFIX, subject=SYMBOL)
+        return vision.now(), before
+
+
+@responses.activate
+def test_the_latest_server_date_seen_wins_not_the_last_to_arrive():
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    # A worker's answer with an older Date (a cached one) arrives after a fresh one.
+    stamped, _ = stamped_after(now - dt.timedelta(hours=1), now - dt.timedelta(hours=3))
+    assert now - dt.timedelta(hours=1) <= stamped <= now - dt.timedelta(hours=1) + 5 * SECOND
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [dt.datetime(1970, 1, 1, tzinfo=UTC), dt.datetime.now(UTC) - 2 * DAY],
+    ids=["epoch", "two-days-old"],
+)
+@responses.activate
+def test_a_server_date_more_than_a_day_behind_is_ignored(stale):
+    stamped, before = stamped_after(stale)
     assert before <= stamped <= dt.datetime.now(UTC)

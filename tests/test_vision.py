@@ -155,7 +155,7 @@ def test_a_connection_failure_that_outlasts_the_retries_is_one_line_with_the_url
     with client(retries=1) as vision, pytest.raises(VisionError) as failure:
         vision.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     assert str(failure.value).startswith(
-        "BTCUSDT: listing failed after 1 retries (connection failed)"
+        "BTCUSDT: listing failed after 1 retry (connection failed)"
     )
     assert (len(responses.calls), vision.requests, vision.retries) == (2, 2, 1)
     assert "https://s3.example.test/data.binance.vision/?list-type=2&prefix=data%2Ffutures" in str(

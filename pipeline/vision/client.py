@@ -7,11 +7,16 @@ HEAD per (symbol, date).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import heapq
+import itertools
 import random
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
@@ -19,6 +24,8 @@ from typing import Any, NoReturn
 import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
@@ -27,7 +34,7 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
-from urllib3.response import BaseHTTPResponse
+from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util.retry import Retry
 
 from pipeline.config import Config
@@ -45,6 +52,12 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 XML_CONTENT_TYPES = ("application/xml", "text/xml")
 # A Date header has whole seconds, cut down, and left the server a moment before we read it.
 SERVER_CLOCK_TOLERANCE = dt.timedelta(seconds=2)
+# A Date this far behind the local clock is no clock: a proxy's 1970, a Date cached by a CDN.
+# Trusting it would stamp probes at that time, and an old probe_timestamp loses to every other.
+SERVER_CLOCK_MAX_LAG = dt.timedelta(days=1)
+# Discovery lists ~1000 folders under the root, 1-2 pages; this many pages is a listing that
+# invents folders (each page moving forward) rather than one that has more of them.
+DISCOVERY_PAGE_LIMIT = 100
 # How much of a body one read asks for; a read returns whatever has arrived, up to this.
 BODY_CHUNK = 64 * 1024
 
@@ -75,7 +88,7 @@ class VisionClient:
         self.session.trust_env = False
         # Every retry happens in `_get`, under one budget: a failure before the headers and one
         # midway through the body (which urllib3 never sees) are the same fault to us.
-        adapter = HTTPAdapter(
+        adapter = _DeadlineAdapter(
             pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0
         )
         self.session.mount("http://", adapter)
@@ -100,7 +113,8 @@ class VisionClient:
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
-        # The newest Date header seen, and the monotonic time it was read at.
+        # The latest the server's clock was seen to read (a Date header), and the monotonic
+        # time it was read at.
         self._server_clock: tuple[dt.datetime, float] | None = None
 
     @classmethod
@@ -129,9 +143,7 @@ class VisionClient:
             clock = self._server_clock
         if clock is None:
             return probe_time(dt.datetime.now(dt.UTC), None)
-        server_date, read_at = clock
-        elapsed = dt.timedelta(seconds=time.monotonic() - read_at)
-        return probe_time(dt.datetime.now(dt.UTC), server_date + elapsed)
+        return probe_time(dt.datetime.now(dt.UTC), _carried(clock, time.monotonic()))
 
     def iter_pages(
         self,
@@ -163,12 +175,22 @@ class VisionClient:
             continuation, after = page.continuation, page.last_entry()
 
     def list_common_prefixes(self, prefix: str, *, subject: str) -> list[str]:
-        """Every folder directly under `prefix`, following pagination to the end."""
-        return [
-            common
-            for page in self.iter_pages(prefix, delimiter="/", subject=subject)
-            for common in page.common_prefixes
-        ]
+        """Every folder directly under `prefix`, following pagination to the end.
+
+        At most DISCOVERY_PAGE_LIMIT pages: a listing whose every page moves forward can still
+        invent folders without end.
+        """
+        folders: list[str] = []
+        pages = self.iter_pages(prefix, delimiter="/", subject=subject)
+        for number, page in enumerate(pages, start=1):
+            folders += page.common_prefixes
+            if page.is_truncated and number == DISCOVERY_PAGE_LIMIT:
+                raise VisionError(
+                    f"{subject}: more than {DISCOVERY_PAGE_LIMIT} listing pages of folders, "
+                    f"more than the bucket holds, from {self.listing_url}/ (prefix {prefix}); "
+                    "check vision.listing_url and any proxy in front of it"
+                )
+        return folders
 
     def list_page(
         self,
@@ -268,19 +290,32 @@ class VisionClient:
             ):
                 return attempt
             try:
-                retry = retry.increment("GET", url, response=answer, error=fault)
+                following = retry.increment("GET", url, response=answer, error=fault)
             except MaxRetryError:
                 _give_up(subject, url, params, retry, attempt)
-            wait = retry.wait_for(answer)
+            wait = following.wait_for(answer)
             if time.monotonic() + wait >= budget_end:
+                # `retry`, not `following`: the retries made, not counting one never sent.
                 _give_up(subject, url, params, retry, attempt, budget=self.budget_s)
+            retry = following
             time.sleep(wait)
 
     def _note_server_clock(self, date_header: str | None) -> None:
+        """Keeps the latest reading of the server's clock, not the last one to arrive.
+
+        A Date is cut down to the second and was written before we read it, so each one, carried
+        forward by the monotonic clock, is a lower bound of the server's clock: the greatest
+        is the best. Workers' answers arrive in any order, and a stale Date (a cached answer)
+        must not pull the clock back.
+        """
         server_date = http_date(date_header)
-        if server_date is not None:
-            with self._lock:
-                self._server_clock = (server_date, time.monotonic())
+        if server_date is None:
+            return
+        read_at = time.monotonic()
+        with self._lock:
+            known = self._server_clock
+            if known is None or server_date > _carried(known, read_at):
+                self._server_clock = (server_date, read_at)
 
     def _count(self, *, retried: bool) -> None:
         with self._lock:
@@ -339,11 +374,18 @@ def probe_time(local: dt.datetime, server: dt.datetime | None) -> dt.datetime:
 
     A machine whose clock runs fast would otherwise stamp rows in the future, and a future
     probe_timestamp beats every later probe. `server` is the server's clock now (from its Date
-    header); None when no response carried one.
+    header); None when no response carried one. A server clock more than SERVER_CLOCK_MAX_LAG
+    behind is ignored: it is a stale or broken Date, not a clock.
     """
-    if server is None:
+    if server is None or server < local - SERVER_CLOCK_MAX_LAG:
         return local
     return min(local, server + SERVER_CLOCK_TOLERANCE)
+
+
+def _carried(clock: tuple[dt.datetime, float], now: float) -> dt.datetime:
+    """A reading of the server's clock taken at monotonic `clock[1]`, carried forward to `now`."""
+    server_date, read_at = clock
+    return server_date + dt.timedelta(seconds=now - read_at)
 
 
 def http_date(header: str | None) -> dt.datetime | None:
@@ -372,9 +414,11 @@ class _Attempt:
 def _attempt(
     session: requests.Session, url: str, params: dict[str, str], deadline: float
 ) -> _Attempt:
+    """One request by `deadline`: the connect by its timeout, the headers by an alarm the
+    connection arms (`_response_by_deadline`), the body by `_read_body`."""
     response = None
     try:
-        response = session.get(url, params=params, timeout=_remaining(deadline), stream=True)
+        response = _get_headers(session, url, params, deadline)
         # The body is read here, so a response that breaks off midway keeps its status.
         body = _read_body(response, deadline)
     except requests.RequestException as exc:
@@ -382,6 +426,143 @@ def _attempt(
             response.close()
         return _Attempt(response, exc)
     return _Attempt(response, None, body)
+
+
+# The deadline of the request this thread is making, for the connection that reads its
+# headers: requests hands urllib3 a timeout per socket read, and nothing else, but a request
+# runs in its caller's thread from start to end, so the thread's context can carry it.
+_HEADERS_DEADLINE: ContextVar[float | None] = ContextVar("headers_deadline", default=None)
+
+
+def _get_headers(
+    session: requests.Session, url: str, params: dict[str, str], deadline: float
+) -> requests.Response:
+    token = _HEADERS_DEADLINE.set(deadline)
+    try:
+        return session.get(url, params=params, timeout=_remaining(deadline), stream=True)
+    finally:
+        _HEADERS_DEADLINE.reset(token)
+
+
+class _Alarm:
+    """A socket to shut down at its deadline, unless disarmed first."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._disarmed = False
+        self._fired = False
+
+    def fire(self) -> None:
+        with self._lock:
+            if self._disarmed:
+                return
+            self._fired = True
+            # Shutting the socket down ends a read under way (it sees the end of the stream).
+            # The plain socket's shutdown, also under TLS: ssl.SSLSocket's drops its TLS state
+            # under the reader. OSError: closed already, so no read is waiting on it.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+
+    def disarm(self) -> bool:
+        """True if the alarm fired first: the socket is shut down."""
+        with self._lock:
+            self._disarmed = True
+            return self._fired
+
+
+class _Watchdog:
+    """Fires alarms at their deadlines, from one thread for the whole process.
+
+    A threading.Timer per request would start a thread for every listing page (~0.5 ms of CPU
+    each, on a backfill of ~2,800 pages that is CPU-bound already).
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, _Alarm]] = []  # a heap, earliest deadline first
+        self._order = itertools.count()  # breaks ties: alarms do not compare
+        self._thread: threading.Thread | None = None
+
+    def arm(self, sock: socket.socket, deadline: float) -> _Alarm:
+        alarm = _Alarm(sock)
+        with self._wake:
+            heapq.heappush(self._due, (deadline, next(self._order), alarm))
+            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+                self._thread = threading.Thread(
+                    target=self._run, name="listing-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._due[0][2] is alarm:  # earlier than what the thread waits for
+                self._wake.notify()
+        return alarm
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, alarm = heapq.heappop(self._due)
+            alarm.fire()  # a no-op for the alarms disarmed in time, nearly all of them
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _response_by_deadline(
+    sock: socket.socket | None, read_response: Callable[[], HTTPResponse]
+) -> HTTPResponse:
+    """`read_response()` (the status line and headers), cut off at the request's deadline.
+
+    A socket timeout bounds each read, not the headers: a proxy sending one header byte
+    every 0.4 s would hold a worker for as long as it likes.
+    """
+    deadline = _HEADERS_DEADLINE.get()
+    if deadline is None or sock is None:
+        return read_response()
+    alarm = _WATCHDOG.arm(sock, deadline)
+    try:
+        response = read_response()
+    except Exception as exc:
+        if alarm.disarm():
+            # Whatever the shut-down socket made http.client raise; urllib3 reports a
+            # TimeoutError while reading the headers as a read timeout, retried as one.
+            raise TimeoutError("the response headers did not arrive in time") from exc
+        raise
+    if alarm.disarm():
+        # Cut off after the last header read, or within them: the headers may be partial.
+        response.close()
+        raise TimeoutError("the response headers did not arrive in time")
+    return response
+
+
+class _HeaderDeadlineConnection(HTTPConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+        return _response_by_deadline(self.sock, super().getresponse)
+
+
+class _HeaderDeadlineTLSConnection(HTTPSConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+        return _response_by_deadline(self.sock, super().getresponse)
+
+
+class _HeaderDeadlinePool(HTTPConnectionPool):
+    ConnectionCls = _HeaderDeadlineConnection
+
+
+class _HeaderDeadlineTLSPool(HTTPSConnectionPool):
+    ConnectionCls = _HeaderDeadlineTLSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, over connections that read response headers by a deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _HeaderDeadlinePool,
+            "https": _HeaderDeadlineTLSPool,
+        }
 
 
 def _remaining(deadline: float) -> float:
@@ -468,7 +649,7 @@ def _failure(
         causes.append(_reason(attempt.failure))
     if budget is not None:
         causes.append(f"out of the {budget:g}s retry budget")
-    retried = f" after {retries} retries" if retries else ""
+    retried = f" after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
     return f"{subject}: listing failed{retried} ({', '.join(causes)}) from {shown}"
 
 
