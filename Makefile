@@ -19,7 +19,7 @@ export PYTHONUTF8 := 1
 help: ## List the targets, and where their code lives
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 	@printf '%s\n' "" "Code (README.md, Architecture):" \
-		"  pipeline/ops/       update, backfill, audit, report: one-off params, then dvc repro" \
+		"  pipeline/ops/       update, backfill, audit, report, pull: one-off params, then dvc repro" \
 		"  pipeline/stages/    one module per DVC stage (dvc.yaml): python -m pipeline.stages.NAME" \
 		"  pipeline/           the core: config, vision/ (layout, listing, client), prober, planner," \
 		"                      dataset/ (schema, store, merge, changes, contract, commit, spans)," \
@@ -29,14 +29,15 @@ help: ## List the targets, and where their code lives
 
 # The pipeline's commands (pipeline/ops): each runs `dvc repro`, the only writer of the data,
 # with its one-off params in params.yaml for that run only (put back afterwards, and by the next
-# command if a run was killed). AS_OF, LOOKBACK_DAYS, SYMBOLS, SINCE and UNTIL reach them through
-# the environment, never the recipe text. ALLOW_REMOVALS=1 (only 1) adds --allow-removals: accept,
-# for that run, more files turning unavailable than update.max_removed_* allow.
+# command if a run was killed). AS_OF, LOOKBACK_DAYS, SYMBOLS, SINCE, UNTIL and ALLOW_REMOVALS
+# reach them through the environment, never the recipe text. ALLOW_REMOVALS=1 accepts, for that
+# run, more files turning unavailable than update.max_removed_* allow; 0 does not; any other
+# value is refused (exit 2), not ignored.
 OPS := python -m pipeline.ops
 RUN_FLAGS = $${AS_OF:+--as-of "$$AS_OF"} $${LOOKBACK_DAYS:+--lookback-days "$$LOOKBACK_DAYS"} \
-	$(if $(filter 1,$(ALLOW_REMOVALS)),--allow-removals)
+	$${ALLOW_REMOVALS:+--allow-removals="$$ALLOW_REMOVALS"}
 REPAIR_FLAGS = $${SYMBOLS:+--symbols "$$SYMBOLS"} $${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"}
-export AS_OF LOOKBACK_DAYS SYMBOLS SINCE UNTIL
+export AS_OF LOOKBACK_DAYS SYMBOLS SINCE UNTIL ALLOW_REMOVALS
 
 update: $(RUNTIME) ## Run the pipeline (dvc repro) [AS_OF=DATE] [LOOKBACK_DAYS=N] [ALLOW_REMOVALS=1], after a dvc pull
 	$(OPS) update $(RUN_FLAGS)
@@ -50,8 +51,8 @@ audit: $(RUNTIME) ## The same, re-listing every symbol's whole history; logs wha
 report: $(RUNTIME) ## Draw the plots of the last run (dvc plots show) into reports/plots/index.html
 	$(OPS) report --out reports/plots
 
-pull: $(RUNTIME) ## Fetch the dataset recorded in dvc.lock from the DVC remote
-	dvc pull --allow-missing
+pull: $(RUNTIME) ## Fetch the dataset recorded in dvc.lock from the DVC remote, after a killed run too
+	$(OPS) pull
 
 publish: $(RUNTIME) ## Upload the dataset recorded in dvc.lock to the DVC remote (dvc push)
 	dvc push

@@ -22,7 +22,10 @@ from requests import PreparedRequest
 
 from devtools.emulator import ObjectMeta, Universe
 from devtools.emulator.server import listing_body
+from pipeline.config import DatasetConfig
+from pipeline.dataset.commit import journal_path, staged_commit
 from pipeline.dataset.schema import SCHEMA
+from pipeline.dataset.store import write_dataset
 from pipeline.entry import run_stage
 from pipeline.stages import backfill, detect_gaps, discover, update
 from pipeline.vision.layout import Layout
@@ -157,6 +160,14 @@ def days(symbol: str, first: str, last: str, *, missing: Iterable[str] = ()) -> 
     """One row per day from `first` through `last`, without a file on the `missing` days."""
     absent = set(missing)
     return [row(str(day), symbol, str(day) not in absent) for day in dates(first, last)]
+
+
+def commit_dataset(
+    rows: pl.DataFrame, dataset: Path, params: DatasetConfig, *, previous: pl.DataFrame
+) -> list[str]:
+    """Write `rows` as the dataset, in a commit of its own (as a stage commits its files)."""
+    with staged_commit(journal_path(dataset)) as commit:
+        return write_dataset(rows, dataset, params, previous=previous, commit=commit)
 
 
 # --- the bucket -----------------------------------------------------------------------------

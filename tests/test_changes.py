@@ -1,8 +1,10 @@
 import datetime as dt
+import errno
 
 import polars as pl
 import pytest
 
+from pipeline.atomic import WriteError
 from pipeline.dataset.changes import CHANGES_SCHEMA, append_changes, detect_changes, read_changes
 from pipeline.dataset.commit import staged_commit
 from pipeline.dataset.store import StoreError
@@ -92,7 +94,8 @@ def test_the_log_is_appended_atomically_and_only_when_the_commit_applies(tmp_pat
     with staged_commit(journal) as commit:
         assert append_changes(path, first.head(0), commit=commit) == 0
     assert read_changes(path).height == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["changes.parquet"]
+    # Besides the log, only the writers' lock file (empty: it holds no state).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".commit.json.lock", "changes.parquet"]
 
 
 def test_a_damaged_log_is_refused_with_the_fix(tmp_path):
@@ -100,3 +103,19 @@ def test_a_damaged_log_is_refused_with_the_fix(tmp_path):
     path.write_bytes(b"PAR1 not really")
     with pytest.raises(StoreError, match="is not a readable Parquet file: restore it with `dvc"):
         read_changes(path)
+
+
+def test_a_log_we_may_not_read_names_the_permissions_not_damage(tmp_path, monkeypatch):
+    path = tmp_path / "changes.parquet"
+    path.write_bytes(b"PAR1 any bytes")
+
+    def denied(source, *_args, **_kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(source))
+
+    monkeypatch.setattr(pl, "read_parquet", denied)
+    with pytest.raises(WriteError) as refused:
+        read_changes(path)
+    assert str(refused.value) == (
+        f"cannot read {path}: permission denied: "
+        "check the permissions of the file and its folder, and rerun"
+    )

@@ -20,12 +20,23 @@ from devtools.emulator import Emulator, Universe, object_meta
 from devtools.scratch import ScratchProject
 from pipeline import query
 from pipeline.config import load_config
+from pipeline.dataset.changes import CHANGES_SCHEMA
+from pipeline.dataset.commit import journal_path
 from pipeline.dataset.schema import empty
-from pipeline.dataset.store import write_dataset
 from pipeline.query import cli
 from pipeline.symbols import is_delivery
 from tests import support
-from tests.support import LAYOUT, ONE_DAY, ROOT, D, dates, frame, set_params, write_params
+from tests.support import (
+    LAYOUT,
+    ONE_DAY,
+    ROOT,
+    D,
+    commit_dataset,
+    dates,
+    frame,
+    set_params,
+    write_params,
+)
 
 
 def days(symbol: str, first: str, last: str = "2024-02-10", *, missing: tuple = ()) -> list[dict]:
@@ -54,7 +65,7 @@ MAX_GAP_DAYS = 3
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A checkout with params.yaml (max_gap_days 3) and the dataset of ROWS, as the cwd."""
     config = load_config(write_params(tmp_path, {"spans": {"max_gap_days": MAX_GAP_DAYS}}))
-    write_dataset(frame(*ROWS), tmp_path / config.paths.dataset, config.dataset, previous=empty())
+    commit_dataset(frame(*ROWS), tmp_path / config.paths.dataset, config.dataset, previous=empty())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -634,15 +645,44 @@ def test_e2e_a_date_after_the_data_exits_2_and_each_format_answers(built):
     )
 
 
-def test_a_file_it_may_not_read_is_named(project, capsys, monkeypatch):
-    # Root reads any file: the kernel's refusal is mocked where the dataset is first read.
-    def denied(dataset, params):
-        raise PermissionError(errno.EACCES, "Permission denied", str(JANUARY))
+PERMISSION_DENIED = "permission denied: check the permissions of the file and its folder, and rerun"
 
-    monkeypatch.setattr(query, "checked_partitions", denied)
-    assert ask(capsys, "stats") == (
+
+@pytest.mark.parametrize(
+    ("reader", "denied", "question"),
+    [
+        ("read_parquet_schema", JANUARY, ("stats",)),
+        ("read_parquet", Path("data/changes.parquet"), ("changes", "--since", "2024-01-01")),
+    ],
+    ids=("partition", "change-log"),
+)
+def test_a_file_it_may_not_read_is_named(project, capsys, monkeypatch, reader, denied, question):
+    # Root reads any file: the kernel's refusal of `denied` is mocked in polars, its reader.
+    pl.DataFrame(schema=CHANGES_SCHEMA).write_parquet(Path("data/changes.parquet"))
+    real_read = getattr(pl, reader)
+
+    def read(source, *args, **kwargs):
+        if Path(source) == denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(denied))
+        return real_read(source, *args, **kwargs)
+
+    monkeypatch.setattr(pl, reader, read)
+    assert ask(capsys, *question) == (
         1,
         "",
-        f"vision-query: error: cannot read {JANUARY}: permission denied: "
-        "check the permissions of the file and its folder, and rerun\n",
+        f"vision-query: error: cannot read {denied}: {PERMISSION_DENIED}\n",
     )
+
+
+def test_a_half_finished_commit_gives_no_answer(project, capsys):
+    # A run killed between the renames of its commit: old and new months may be mixed.
+    journal = journal_path(Path("data/availability"))
+    journal.write_text("{}", encoding="utf-8")
+    before = support.snapshot()
+    assert ask(capsys, "snapshot", "2024-01-05") == (
+        1,
+        "",
+        "vision-query: error: a run was interrupted while writing data/availability: "
+        "run `make update` to finish it\n",
+    )
+    assert support.snapshot() == before

@@ -22,7 +22,13 @@ from pipeline.dataset.commit import Commit, journal_path, staged_commit
 from pipeline.dataset.contract import row_violations
 from pipeline.dataset.merge import differs, merge
 from pipeline.dataset.schema import FILE_STATE, KEY
-from pipeline.dataset.store import StoreError, Summary, write_dataset, write_frame
+from pipeline.dataset.store import (
+    StoreError,
+    Summary,
+    refuse_denied_read,
+    write_dataset,
+    write_frame,
+)
 from pipeline.errors import PipelineError
 
 CHANGE_KINDS = ("appeared", "removed", "replaced")
@@ -112,7 +118,8 @@ def read_changes(path: Path) -> pl.DataFrame:
         return pl.DataFrame(schema=CHANGES_SCHEMA)
     try:
         log = pl.read_parquet(path)
-    except Exception:  # polars raises several types for a damaged file
+    except Exception as exc:  # polars raises several types for a damaged file
+        refuse_denied_read(exc, path)
         raise StoreError(
             f"{path} is not a readable Parquet file: restore it with `dvc checkout`"
         ) from None

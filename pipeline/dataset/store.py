@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.atomic import TEMPORARY_SUFFIX, atomic_path, writing
-from pipeline.dataset.commit import Commit, journal_path, staged_commit
+from pipeline.atomic import TEMPORARY_SUFFIX, atomic_path, write_failure, writing
+from pipeline.dataset.commit import Commit
 from pipeline.dataset.merge import first_files
 from pipeline.dataset.schema import KEY, SCHEMA, empty, month_of
 from pipeline.dvc_lock import DVC_LOCK, recorded_output
@@ -178,7 +178,8 @@ def _check_identity(dataset: Path, params: DatasetConfig) -> None:
     path = dataset / IDENTITY_FILE
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        refuse_denied_read(exc, path)
         found = None
     if not isinstance(found, dict):
         raise StoreError(
@@ -223,6 +224,7 @@ def _check_schema(path: Path, read: Callable[[Path], Any]) -> Any:
     try:
         result = read(path)
     except Exception as exc:  # polars raises several types for a damaged file
+        refuse_denied_read(exc, path)
         raise StoreError(
             f"{path} is not a readable Parquet file ({type(exc).__name__}): "
             "restore it with `dvc checkout` or `dvc pull`"
@@ -236,6 +238,16 @@ def _check_schema(path: Path, read: Callable[[Path], Any]) -> Any:
     return result
 
 
+def refuse_denied_read(exc: BaseException, path: Path) -> None:
+    """Raise a one-line error when the permissions (not damage) stopped a read of `path`.
+
+    A file we may not read is not damaged: `dvc checkout` would not help, a chmod would.
+    """
+    failure = write_failure(exc, path, verb="read")
+    if failure is not None:
+        raise failure from None
+
+
 def _describe(schema: pl.Schema | dict[str, pl.DataType]) -> str:
     return ", ".join(f"{name}:{dtype}" for name, dtype in schema.items())
 
@@ -246,18 +258,15 @@ def write_dataset(
     params: DatasetConfig,
     *,
     previous: pl.DataFrame,
-    commit: Commit | None = None,
+    commit: Commit,
 ) -> list[str]:
-    """Write the months whose rows differ from `previous`; return those months.
+    """Stage the months whose rows differ from `previous` in `commit`; return those months.
 
     Unchanged months are not rewritten, so their files (and DVC's cache) stay as they were.
-    Every changed month is written to a temporary file first and all are renamed into place
-    together, crash-atomically (pipeline.dataset.commit). With `commit`, they are part of the
-    caller's commit, with its other files.
+    Every changed month is written to a temporary file of `commit`, the caller's commit of
+    all its files, which renames them into place together, crash-atomically
+    (pipeline.dataset.commit).
     """
-    if commit is None:
-        with staged_commit(journal_path(dataset)) as own:
-            return write_dataset(merged, dataset, params, previous=previous, commit=own)
     dataset.mkdir(parents=True, exist_ok=True)
     new_parts = _by_month(merged)
     old_parts = _by_month(previous)
