@@ -31,6 +31,7 @@ MAKE_ENVIRONMENT = (
     "SYMBOLS",
     "SINCE",
     "UNTIL",
+    "ALLOW_REMOVALS",
 )
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "reference_symbols.json")
 
@@ -51,7 +52,8 @@ class ScratchProject:
         project.set_params(params)
         project.run("git", "init", "--quiet", "--initial-branch=main")
         project.run("dvc", "init", "--quiet")
-        project.run("dvc", "config", "core.analytics", "false")
+        # What `dvc config core.analytics false` writes, without a second DVC process.
+        (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n", encoding="utf-8")
         project.commit("scratch project")
         return project
 

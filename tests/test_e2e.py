@@ -1,215 +1,157 @@
 """The real `dvc repro`, in a scratch git repository, against the emulator on 127.0.0.1.
 
-Each DVC call costs about a second, so one template repository is initialised per session and
-copied per test, and the universe is small (but crosses the 1000-key page boundary).
+The session's project (`built`, tests/conftest.py) made its first run and an unchanged rerun
+once; the first tests read what those runs did, the others copy the project and run the days
+after. The universe is small but crosses the 1000-key page boundary (tests/e2e_support.py).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 
 import polars as pl
 import pytest
 import yaml
 
-from devtools.emulator import Emulator, Knobs, Universe
+from devtools.emulator import Emulator
 from devtools.scratch import ScratchProject
-from pipeline.dataset.schema import SCHEMA
-from pipeline.symbols import is_delivery
-from pipeline.vision.layout import Layout
+from pipeline.symbols import render_gaps
+from tests import e2e_support as e2e
+from tests.e2e_support import AS_OF, NEXT_DAY, D, listings, ran, skipped
 
 pytestmark = pytest.mark.e2e
 
-D = dt.date.fromisoformat
-LAYOUT = Layout(market="um", data_type="klines", interval="1m")
-START = D("2022-01-01")
-AS_OF = D("2024-06-01")
-UNIVERSE = {
-    "today": AS_OF.isoformat(),
-    "market": "um",
-    "data_type": "klines",
-    "intervals": ["1m"],
-    "symbols": {
-        "BTCUSDT": {"spans": [["2019-09-25", None]], "missing": ["2023-03-03", "2024-05-20"]},
-        "ETHUSDT": {"spans": [["2022-01-01", None]]},
-        # Exactly one full page (500 days = 1000 keys) and one key pair over it.
-        "PAGEUSDT": {"spans": [["2023-01-18", None]]},
-        "OVERUSDT": {"spans": [["2023-01-17", None]]},
-        "OLDUSDT": {"spans": [["2022-03-01", "2023-02-28"]]},
-        "AGAINUSDT": {"spans": [["2022-01-01", "2022-06-30"], ["2023-09-01", None]]},
-        "LATEUSDT": {"spans": [["2023-01-01", None]], "late": {"2024-05-30": "2024-06-02"}},
-        "币安人生USDT": {"spans": [["2024-05-10", None]]},
-        "AERGOUSDTSETTLED": {"spans": [["2023-05-01", "2024-03-31"]]},
-        "BTCUSDT_240628": {"spans": [["2024-01-01", "2024-06-28"]]},
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with Emulator(Universe.from_dict(UNIVERSE)) as server:
-        yield server
-
-
-def emulated_params(emulator: Emulator, *, retries: int = 4) -> dict:
-    """params.yaml for a scratch project on `emulator`: this module's dates, quick retries."""
-    return {
-        "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
-        "dataset": {"start_date": START.isoformat()},
-        "run": {"as_of": AS_OF.isoformat()},
-        "update": {"lookback_days": 5},
-        "probe": {"workers": 8, "timeout_s": 5, "retries": retries, "backoff_s": 0.01},
-    }
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, emulator):
-    return ScratchProject.create(
-        tmp_path_factory.mktemp("template") / "repo", emulated_params(emulator)
-    )
-
 
 @pytest.fixture
-def project(tmp_path, template, emulator):
-    emulator.set_universe(Universe.from_dict(UNIVERSE))
-    emulator.set_knobs(Knobs())
-    emulator.reset_counters()
-    return template.copy(tmp_path / "repo")
+def project(tmp_path, built, emulator) -> ScratchProject:
+    return built.project.copy(tmp_path / "repo")
 
 
-def expected_rows(universe: Universe, as_of: dt.date) -> pl.DataFrame:
-    """The dataset the contract promises for this universe: the ground truth."""
-    last = as_of - dt.timedelta(days=1)
-    rows = []
-    for symbol in universe.symbols:
-        if is_delivery(symbol):
-            continue
-        files = {d for d in universe.available_dates(symbol) if START <= d <= last}
-        if not files:
-            continue
-        day = min(files)
-        while day <= last:
-            meta = universe.meta(LAYOUT.symbol_prefix(symbol) + f"{symbol}-1m-{day}.zip")
-            present = day in files
-            rows.append(
-                {
-                    "date": day,
-                    "symbol": symbol,
-                    "available": present,
-                    "file_size_bytes": meta.size if present else None,
-                    "last_modified": meta.last_modified if present else None,
-                    "etag": meta.etag if present else None,
-                }
-            )
-            day += dt.timedelta(days=1)
-    schema = {k: v for k, v in SCHEMA.items() if k != "probe_timestamp"}
-    return pl.DataFrame(rows, schema=schema).sort("date", "symbol")
+def assert_each_symbol_listed_once(project: ScratchProject, emulator: Emulator) -> None:
+    """The day's work and nothing more: discovery's page, then one listing per tracked symbol
+    (its window)."""
+    counters = emulator.counters()
+    symbols = e2e.tracked(project)
+    assert e2e.discovery_listings(counters) == 1
+    assert listings(counters) == 1 + len(symbols)
+    assert all(listings(counters, s) == 1 for s in symbols)
 
 
-def assert_matches_universe(project: ScratchProject, universe: Universe, as_of: dt.date) -> None:
-    actual = project.dataset()
-    assert dict(actual.schema) == SCHEMA
-    assert actual.select("date", "symbol").is_unique().all()
-    assert (
-        actual.drop("probe_timestamp").sort("date", "symbol").equals(expected_rows(universe, as_of))
-    )
-
-
-def minimal_pages(universe: Universe, symbols: list[str], first: dt.date) -> int:
-    """Σ ⌈keys / 1000⌉ over the listed prefixes, counting keys from `first` on."""
-    return sum(
-        math.ceil(2 * sum(d >= first for d in universe.available_dates(s)) / 1000) or 1
-        for s in symbols
-    )
-
-
-def listing_requests(emulator: Emulator) -> int:
-    return emulator.counters()["by_kind"].get("list", 0)
-
-
-def skipped(output: str, stage: str) -> bool:
-    return f"Stage '{stage}' didn't change, skipping" in output
-
-
-def test_first_run_backfills_everything_row_for_row(project, emulator):
-    result = project.repro()
-    universe = Universe.from_dict(UNIVERSE)
-    assert_matches_universe(project, universe, AS_OF)
-    perpetual = [s for s in universe.symbols if not is_delivery(s)]
-    assert json.loads(project.read("symbols.json")) == {"symbols": perpetual}
-    assert json.loads(project.read("data/gaps.json")) == perpetual
+def test_first_run_backfills_everything_row_for_row(built):
+    first, universe = built.first, e2e.universe()
+    e2e.assert_rows_match(first.rows, universe, AS_OF)
+    perpetual = e2e.perpetual(universe)
+    assert json.loads(built.project.read("symbols.json")) == {"symbols": perpetual}
+    assert first.gaps == perpetual
+    assert ran(first.stdout, "backfill")
     # Discovery is one page; each symbol costs its pages, plus one empty tail listing for
     # each symbol that stopped listing long ago (OLDUSDT, AERGOUSDTSETTLED).
-    budget = 1 + minimal_pages(universe, perpetual, START) + 2
-    assert listing_requests(emulator) <= budget, result.stderr
-    assert "Running stage 'backfill'" in result.stdout
+    budget = 1 + e2e.minimal_pages(universe, perpetual) + 2
+    assert listings(first.counters) <= budget, first.stderr
     # The completeness check compares partitions + _dataset.json with DVC's own file count.
-    lock = yaml.safe_load(project.read("dvc.lock"))
+    lock = yaml.safe_load(built.project.read("dvc.lock"))
     recorded = next(o for o in lock["stages"]["update"]["outs"] if o["path"] == "data/availability")
-    on_disk = list((project.root / "data" / "availability").iterdir())
-    assert (
-        recorded["nfiles"]
-        == len(on_disk)
-        == len(project.dataset()["date"].dt.month_start().unique()) + 1
+    on_disk = list((built.project.root / "data" / "availability").iterdir())
+    months = first.rows["date"].dt.month_start().unique()
+    assert recorded["nfiles"] == len(on_disk) == len(months) + 1
+
+
+def test_the_next_run_finds_no_gap_and_lists_each_symbol_once(built, tmp_path):
+    second = built.second
+    # detect_gaps runs every time (it costs no request), so gaps.json is never stale: it named
+    # every symbol after the first run, and names none now.
+    assert ran(second.stdout, "detect_gaps")
+    assert second.gaps == []
+    # gaps.json changed, so backfill ran: and listed nothing.
+    assert "no symbol lacks history: nothing to backfill, no request made" in second.stderr
+    symbols = e2e.tracked(built.project)
+    assert listings(second.counters) == e2e.discovery_listings(second.counters) + len(symbols)
+    assert all(listings(second.counters, s) == 1 for s in symbols)
+    e2e.assert_rows_match(second.rows, e2e.universe(), AS_OF)
+    assert e2e.dvc_status_is_clean(built.project.copy(tmp_path / "repo"))
+
+
+def test_a_stale_gaps_json_naming_every_symbol_makes_backfill_list_nothing(project, emulator):
+    symbols = e2e.tracked(project)
+    (project.root / "data" / "gaps.json").write_text(render_gaps(symbols), encoding="utf-8")
+    # Only backfill (`dvc repro` would run detect_gaps first, which rewrites gaps.json), and
+    # run for real: DVC's run cache holds the first run's output for these very gaps.
+    result = project.repro("--single-item", "--force", "backfill")
+    assert ran(result.stdout, "backfill")
+    assert listings(emulator.counters()) == 0
+    assert f"no symbol lacks history ({len(symbols)} in gaps.json already have history)" in (
+        result.stderr
     )
-
-
-def test_unchanged_rerun_skips_backfill_and_lists_only_the_window(project, emulator):
-    project.repro()
-    emulator.reset_counters()
-    result = project.repro()
-    assert skipped(result.stdout, "detect_gaps")
-    assert skipped(result.stdout, "backfill")
-    assert "Running stage 'update'" in result.stdout
-    symbols = json.loads(project.read("symbols.json"))["symbols"]
-    counters = emulator.counters()
-    assert listing_requests(emulator) == 1 + len(symbols)
-    assert all(counters["by_prefix"].get(LAYOUT.symbol_prefix(s)) == 1 for s in symbols)
-    status = project.run("dvc", "status").stdout
-    assert "backfill" not in status and "detect_gaps" not in status
+    assert pl.read_parquet(project.root / "data" / "backfill.parquet").is_empty()
 
 
 def test_next_day_new_symbol_gets_exactly_its_history(project, emulator):
-    project.repro()
-    next_day = AS_OF + dt.timedelta(days=1)
-    universe = (
-        Universe.from_dict(UNIVERSE)
-        .with_today(next_day)
-        .with_symbol("龙虾USDT", [(D("2023-06-01"), None)])
-    )
+    new = "龙虾USDT"
+    universe = e2e.universe().with_today(NEXT_DAY).with_symbol(new, [(D("2023-06-01"), None)])
     emulator.set_universe(universe)
-    emulator.reset_counters()
-    project.set_params({"run": {"as_of": next_day.isoformat()}})
+    project.set_params({"run": {"as_of": NEXT_DAY.isoformat()}})
     result = project.repro()
-    assert "Running stage 'backfill'" in result.stdout
-    assert json.loads(project.read("data/gaps.json")) == ["龙虾USDT"]
-    counters = emulator.counters()["by_prefix"]
-    new_prefix = LAYOUT.symbol_prefix("龙虾USDT")
-    assert counters[new_prefix] == minimal_pages(universe, ["龙虾USDT"], START)
-    others = [s for s in json.loads(project.read("symbols.json"))["symbols"] if s != "龙虾USDT"]
-    assert all(counters.get(LAYOUT.symbol_prefix(s)) == 1 for s in others)
-    assert_matches_universe(project, universe, next_day)
+    assert ran(result.stdout, "backfill")
+    assert json.loads(project.read("data/gaps.json")) == [new]
+    counters = emulator.counters()
+    assert listings(counters, new) == e2e.minimal_pages(universe, [new])
+    others = [s for s in e2e.tracked(project) if s != new]
+    assert all(listings(counters, s) == 1 for s in others)
+    assert listings(counters) == 1 + len(others) + listings(counters, new)
+    e2e.assert_matches_universe(project, universe, NEXT_DAY)
 
 
-def test_late_file_flips_to_available_and_delisted_rows_go_on(project, emulator):
-    project.repro()
+def test_next_day_late_file_flips_to_available_and_delisted_rows_go_on(project, emulator):
     late = project.dataset().filter(
         pl.col("symbol") == "LATEUSDT", pl.col("date") == D("2024-05-30")
     )
     assert late["available"].to_list() == [False]
+    universe = e2e.universe().with_today(NEXT_DAY)
+    emulator.set_universe(universe)
+    project.set_params({"run": {"as_of": NEXT_DAY.isoformat()}})
 
-    for offset in (1, 2):
-        day = AS_OF + dt.timedelta(days=offset)
-        emulator.set_universe(Universe.from_dict(UNIVERSE).with_today(day))
-        project.set_params({"run": {"as_of": day.isoformat()}})
-        project.repro()
-    final = AS_OF + dt.timedelta(days=2)
+    result = project.repro()
+
+    # No new symbol: gaps.json is as it was, and backfill does not even start.
+    assert ran(result.stdout, "detect_gaps") and skipped(result.stdout, "backfill")
+    assert_each_symbol_listed_once(project, emulator)
     rows = project.dataset()
     late = rows.filter(pl.col("symbol") == "LATEUSDT", pl.col("date") == D("2024-05-30"))
     assert late["available"].to_list() == [True]
     old = rows.filter(pl.col("symbol") == "OLDUSDT")
-    assert old["date"].max() == final - dt.timedelta(days=1)
+    assert old["date"].max() == AS_OF
     assert not old.filter(pl.col("date") > D("2023-02-28"))["available"].any()
-    assert_matches_universe(project, Universe.from_dict(UNIVERSE).with_today(final), final)
+    e2e.assert_matches_universe(project, universe, NEXT_DAY)
+    changes = pl.read_parquet(project.root / "data" / "changes.parquet")
+    assert changes.select("date", "symbol", "kind").rows() == [
+        (D("2024-05-30"), "LATEUSDT", "appeared")
+    ]
+
+
+def test_a_day_after_a_deploy_of_the_listing_client_and_probe_params_lists_only_windows(
+    project, emulator
+):
+    """A deploy changes backfill's code dependencies and probe.* (no longer backfill's params):
+    backfill may rerun, but lists only symbols without history, which there are none of."""
+    client = project.root / "pipeline" / "vision" / "client.py"
+    client.write_text(client.read_text(encoding="utf-8") + "# deployed\n", encoding="utf-8")
+    project.set_params({"probe": {"workers": 3, "timeout_s": 7}})
+    project.commit("deploy: the listing client and probe.*")
+    universe = e2e.universe().with_today(NEXT_DAY)
+    emulator.set_universe(universe)
+
+    result = project.make("update", f"AS_OF={NEXT_DAY}")
+
+    assert result.returncode == 0, result.stderr
+    assert skipped(result.stdout, "backfill") or (
+        "no symbol lacks history: nothing to backfill, no request made" in result.stderr
+    )
+    assert_each_symbol_listed_once(project, emulator)
+    e2e.assert_matches_universe(project, universe, NEXT_DAY)
+    used = e2e.lock_params(project)
+    assert (used["run.as_of"], used["probe.workers"], used["probe.timeout_s"]) == (
+        NEXT_DAY.isoformat(),
+        3,
+        7,
+    )
+    assert project.params_path.read_bytes() == e2e.committed_params(project)

@@ -1,195 +1,209 @@
-"""Operator commands in a real DVC project on the emulator: audit, targeted backfill, re-probe.
+"""Operator commands in a real DVC project on the emulator: `make audit`, `make backfill`.
 
-Each runs after a first `dvc repro`, against a universe that changed since: files re-uploaded,
-removed, or published long after their day. The commands must find each change once, make
-the minimal number of listing requests, and leave `dvc status` honest.
+Each starts from the session's project (a first run and a rerun, committed) against a bucket
+that changed since: a file published long after its day, one re-uploaded, one removed. Each
+command is one `dvc repro` with run.repair set for that run: it does the day's work (discovery,
+each tracked symbol's window) and re-lists what the repair names, merged per symbol. It must
+log each change once, make the minimal number of listing requests, rewrite only the months
+whose rows changed (and the window's), and leave params.yaml as committed and `dvc status`
+clean.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from devtools.emulator import Emulator, Universe
 from devtools.scratch import ScratchProject
 from pipeline.dataset.changes import read_changes
-from pipeline.symbols import is_delivery
-from tests.test_e2e import AS_OF, LAYOUT, START, UNIVERSE, emulated_params, expected_rows
+from tests import e2e_support as e2e
+from tests.e2e_support import AS_OF, LAYOUT, NEXT_DAY, D, history_pages, listings, partition
 
 pytestmark = pytest.mark.e2e
 
-D = dt.date.fromisoformat
-REPO = Path(__file__).resolve().parent.parent
-NEXT_DAY = AS_OF + dt.timedelta(days=1)
-# The first run sees BEFORE; a day later the bucket is CHANGED, but run.as_of stays AS_OF, so
-# only the injected changes differ (a 2023 file published on NEXT_DAY is long past any window).
-BEFORE = Universe.from_dict(UNIVERSE).with_symbol(
-    "PAGEUSDT", [("2023-01-18", None)], late={"2023-02-02": NEXT_DAY}
-)
+# The first run saw the session's universe; a day later the bucket is CHANGED, but run.as_of
+# stays AS_OF, so that only the injected changes differ (2023 files are long past any window).
 CHANGED = (
-    BEFORE.with_today(NEXT_DAY)
-    .with_reupload("BTCUSDT", "2023-05-05", on=NEXT_DAY)
+    e2e.universe()
+    .with_today(NEXT_DAY)
+    # Missing at the first run, published on NEXT_DAY.
+    .with_symbol(
+        "BTCUSDT", [("2019-09-25", None)], missing=["2024-05-20"], late={"2023-03-03": NEXT_DAY}
+    )
+    .with_reupload("PAGEUSDT", "2023-05-05", on=NEXT_DAY)
     .without_file("ETHUSDT", "2023-08-08")
 )
 INJECTED = [
-    (D("2023-02-02"), "PAGEUSDT", "appeared"),
-    (D("2023-05-05"), "BTCUSDT", "replaced"),
+    (D("2023-03-03"), "BTCUSDT", "appeared"),
+    (D("2023-05-05"), "PAGEUSDT", "replaced"),
     (D("2023-08-08"), "ETHUSDT", "removed"),
-    (D("2024-05-30"), "LATEUSDT", "appeared"),  # the universe's own late file, due NEXT_DAY
+    (D("2024-05-30"), "LATEUSDT", "appeared"),  # the universe's own late file, in the window
 ]
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with Emulator(BEFORE) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, emulator):
-    """A project after its first `dvc repro`, committed: what an operator starts from."""
-    project = ScratchProject.create(
-        tmp_path_factory.mktemp("built") / "repo",
-        emulated_params(emulator, retries=2),
-    )
-    project.repro()
-    project.commit("first run")
-    return project
+WINDOW_MONTH = "2024-05"
+ALL = {"symbols": None, "since": None, "until": None}
 
 
 @pytest.fixture
-def project(tmp_path, built, emulator):
+def project(tmp_path, built, emulator) -> ScratchProject:
     emulator.set_universe(CHANGED)
-    emulator.reset_counters()
-    return built.copy(tmp_path / "repo")
+    return built.project.copy(tmp_path / "repo")
 
 
-def run(project: ScratchProject, *args: str, check: bool = True):
-    result = project.run(sys.executable, "-m", *args, check=False)
+def ops(project: ScratchProject, *args: str, check: bool = True):
+    result = project.run(sys.executable, "-m", "pipeline.ops", *args, check=False)
     assert result.returncode == 0 or not check, result.stderr
     return result
 
 
-def listings(emulator: Emulator, symbol: str | None = None) -> int:
-    counters = emulator.counters()
-    if symbol is None:
-        return counters["by_kind"].get("list", 0)
-    return counters["by_prefix"].get(LAYOUT.symbol_prefix(symbol), 0)
+def make(project: ScratchProject, *args: str):
+    result = project.make(*args)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
-def perpetual(universe: Universe) -> list[str]:
-    return [s for s in universe.symbols if not is_delivery(s)]
-
-
-def history_pages(universe: Universe, symbol: str) -> int:
-    last = AS_OF - dt.timedelta(days=1)
-    days = sum(START <= d <= last for d in universe.available_dates(symbol))
-    return max(1, math.ceil(2 * days / 1000))
-
-
-def files(project: ScratchProject) -> dict[str, str]:
-    data = project.root / "data"
-    return {
-        str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(data.rglob("*"))
-        if p.is_file()
-    }
+def changes(project: ScratchProject) -> list[tuple[dt.date, str, str]]:
+    log = read_changes(project.root / "data" / "changes.parquet")
+    return sorted(log.select("date", "symbol", "kind").rows())
 
 
 def dataset_rows(project: ScratchProject) -> pl.DataFrame:
-    return project.dataset().drop("probe_timestamp").sort("date", "symbol")
+    return e2e.without_timestamps(project.dataset())
 
 
-def dvc_status_is_clean_for_the_dataset(project: ScratchProject) -> bool:
-    status = project.run("dvc", "status", "update").stdout
-    return "data/availability" not in status and "changes.parquet" not in status
+def rewritten_months(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    paths = e2e.changed_files(before, after, under="data/availability/")
+    return [path.removeprefix("data/availability/").removesuffix(".parquet") for path in paths]
+
+
+def ops_query(project: ScratchProject, *args: str) -> str:
+    result = project.run(sys.executable, "-m", "pipeline.query", *args, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_the_audit_finds_every_injected_change_once_with_minimal_requests(project, emulator):
-    run(project, "pipeline.audit")
-    symbols = perpetual(CHANGED)
-    minimal = sum(history_pages(CHANGED, s) for s in symbols)
-    assert minimal <= listings(emulator) <= math.floor(1.1 * minimal)
-    changes = read_changes(project.root / "data" / "changes.parquet").sort("date")
-    assert changes.select("date", "symbol", "kind").rows() == INJECTED
-    replaced = changes.filter(pl.col("kind") == "replaced").row(0, named=True)
-    meta = CHANGED.meta(LAYOUT.symbol_prefix("BTCUSDT") + "BTCUSDT-1m-2023-05-05.zip")
+    before = e2e.snapshot(project)
+    result = make(project, "audit")
+
+    symbols = e2e.tracked(project)
+    # Discovery's page and every symbol's whole history (its window inside it), once.
+    minimal = 1 + sum(history_pages(CHANGED, s) for s in symbols)
+    first_audit = emulator.counters()
+    assert minimal <= listings(first_audit) <= math.floor(1.1 * minimal)
+    assert changes(project) == INJECTED
+    log = read_changes(project.root / "data" / "changes.parquet")
+    replaced = log.filter(pl.col("kind") == "replaced").row(0, named=True)
+    meta = CHANGED.meta(LAYOUT.symbol_prefix("PAGEUSDT") + "PAGEUSDT-1m-2023-05-05.zip")
     assert (replaced["new_size"], replaced["new_etag"]) == (meta.size, meta.etag)
     assert replaced["old_etag"] != replaced["new_etag"]
-    assert dataset_rows(project).equals(expected_rows(CHANGED, AS_OF))
-    assert dvc_status_is_clean_for_the_dataset(project)
+    assert dataset_rows(project).equals(e2e.expected_rows(CHANGED, AS_OF))
+    # Only the months with a change, and the window's, were rewritten.
+    after = e2e.snapshot(project)
+    assert rewritten_months(before, after) == ["2023-03", "2023-05", "2023-08", WINDOW_MONTH]
+    assert e2e.ran(result.stdout, "validate") and e2e.ran(result.stdout, "report")
+    e2e.assert_one_off_run(project, ALL, status=False)  # `dvc status` is checked after the next
+    assert json.loads(project.read("metrics/update.json"))["repair"] == {
+        "symbols": "all",
+        "since": e2e.START.isoformat(),
+        "until": (AS_OF - e2e.ONE_DAY).isoformat(),
+    }
     # The day the audit ran, from its own stamp: the clock may have passed midnight since.
-    day = changes["detected_at"].min().date()
-    answer = run(project, "pipeline.query", "changes", "--since", str(day), "--format", "json")
-    listed = sorted((c["date"], c["symbol"], c["kind"]) for c in json.loads(answer.stdout))
+    day = log["detected_at"].min().date()
+    answer = ops_query(project, "changes", "--since", str(day), "--format", "json")
+    listed = sorted((c["date"], c["symbol"], c["kind"]) for c in json.loads(answer))
     assert listed == [(d.isoformat(), s, k) for d, s, k in INJECTED]
     tomorrow = str(day + dt.timedelta(days=1))
-    later = run(project, "pipeline.query", "changes", "--since", tomorrow, "--format", "csv")
-    assert later.stdout.splitlines()[0].startswith("detected_at,date,symbol,kind,")
-    assert len(later.stdout.splitlines()) == 1
+    later = ops_query(project, "changes", "--since", tomorrow, "--format", "csv")
+    assert later.splitlines()[0].startswith("detected_at,date,symbol,kind,")
+    assert len(later.splitlines()) == 1
 
-    before, listed_first = files(project), listings(emulator)
+    # Again, now that nothing changed since: an audit of an unchanged bucket finds nothing,
+    # and writes nothing but the window's month (fresh probes, as on any day).
     emulator.reset_counters()
-    run(project, "pipeline.audit")
-    assert files(project) == before  # nothing new: no change row, not a byte rewritten
-    assert listings(emulator) == listed_first
+    ops(project, "audit")
+    assert listings(emulator.counters()) == listings(first_audit)
+    again = e2e.snapshot(project)
+    assert e2e.changed_files(after, again, under="data/") == [partition(WINDOW_MONTH)]
+    assert changes(project) == INJECTED
+    e2e.assert_one_off_run(project, ALL)
 
 
-def test_an_audit_of_an_unchanged_bucket_writes_nothing(project, emulator):
-    emulator.set_universe(BEFORE)
-    before = files(project)
-    run(project, "pipeline.audit")
-    assert files(project) == before
-    assert read_changes(project.root / "data" / "changes.parquet").is_empty()
+def test_make_backfill_symbols_lists_their_history_and_each_windows_once(project, emulator):
+    before = e2e.snapshot(project)
+    make(project, "backfill", "SYMBOLS=BTCUSDT,PAGEUSDT")
+
+    counters, symbols = emulator.counters(), e2e.tracked(project)
+    chosen = ["BTCUSDT", "PAGEUSDT"]
+    assert [listings(counters, s) for s in chosen] == [history_pages(CHANGED, s) for s in chosen]
+    others = [s for s in symbols if s not in chosen]
+    assert all(listings(counters, s) == 1 for s in others)  # the window only
+    assert listings(counters) == 1 + len(others) + sum(history_pages(CHANGED, s) for s in chosen)
+    # ETHUSDT's removal is not theirs: left alone.
+    assert changes(project) == [INJECTED[0], INJECTED[1], INJECTED[3]]
+    after = e2e.snapshot(project)
+    assert rewritten_months(before, after) == ["2023-03", "2023-05", WINDOW_MONTH]
+    e2e.assert_one_off_run(project, {"symbols": chosen, "since": None, "until": None}, status=False)
+
+    # The same repair, from the command line: idempotent.
+    emulator.reset_counters()
+    ops(project, "backfill", "--symbols", "BTCUSDT,PAGEUSDT")
+    assert listings(emulator.counters()) == listings(counters)
+    assert e2e.changed_files(after, e2e.snapshot(project), under="data/") == [
+        partition(WINDOW_MONTH)
+    ]
+    e2e.assert_one_off_run(project, {"symbols": chosen, "since": None, "until": None})
 
 
-def test_targeted_backfill_lists_only_its_symbols_and_leaves_dvc_status_honest(project, emulator):
-    run(project, "pipeline.backfill", "--symbols", "BTCUSDT,PAGEUSDT")
-    assert listings(emulator) == listings(emulator, "BTCUSDT") + listings(emulator, "PAGEUSDT")
-    assert listings(emulator, "BTCUSDT") == history_pages(CHANGED, "BTCUSDT")
-    assert listings(emulator, "PAGEUSDT") == history_pages(CHANGED, "PAGEUSDT")
-    changes = read_changes(project.root / "data" / "changes.parquet").sort("date")
-    assert changes.select("date", "symbol", "kind").rows() == INJECTED[:2]
-    assert dvc_status_is_clean_for_the_dataset(project)
-    before = files(project)
-    run(project, "pipeline.backfill", "--symbols", "BTCUSDT,PAGEUSDT")
-    assert files(project) == before  # idempotent
+def test_make_backfill_since_until_lists_the_range_and_the_window_of_each_symbol(project, emulator):
+    before = e2e.snapshot(project)
+    result = make(project, "backfill", "SINCE=2023-08-01", "UNTIL=2023-08-31")
+
+    # Per symbol the range and the window, which do not touch: two listings (one page each).
+    symbols = e2e.tracked(project)
+    counters = emulator.counters()
+    assert all(listings(counters, s) == 2 for s in symbols)
+    assert listings(counters) == 1 + 2 * len(symbols)
+    assert changes(project) == [INJECTED[2], INJECTED[3]]
+    # The changes outside the range (BTCUSDT's March file, PAGEUSDT's May re-upload) are left
+    # alone: their months are not even rewritten.
+    assert rewritten_months(before, e2e.snapshot(project)) == ["2023-08", WINDOW_MONTH]
+    in_scope = pl.col("date").dt.strftime("%Y-%m").is_in(["2023-08", WINDOW_MONTH])
+    assert (
+        dataset_rows(project)
+        .filter(in_scope)
+        .equals(e2e.expected_rows(CHANGED, AS_OF).filter(in_scope))
+    )
+    assert e2e.ran(result.stdout, "validate") and e2e.ran(result.stdout, "report")
+    e2e.assert_one_off_run(project, {"symbols": None, "since": "2023-08-01", "until": "2023-08-31"})
 
 
-def test_a_range_reprobe_lists_one_page_per_symbol_and_repairs_the_window(project, emulator):
-    run(project, "pipeline.backfill", "--since", "2023-08-01", "--until", "2023-08-31")
-    assert listings(emulator) == len(perpetual(CHANGED))
-    changes = read_changes(project.root / "data" / "changes.parquet")
-    assert changes.select("date", "symbol", "kind").rows() == [INJECTED[2]]
-    assert dvc_status_is_clean_for_the_dataset(project)
+BAD_INPUT = {
+    # arguments: (exit code, what the one line says)
+    ("--symbols", "ETHUSTD"): (1, ["unknown symbol ETHUSTD", "did you mean ETHUSDT?"]),
+    ("--symbols", "BTCUSDT_240628"): (1, ["BTCUSDT_240628 is a delivery contract"]),
+    ("--since", "2021-12-31"): (1, ["run.repair.since", "before dataset.start_date"]),
+    ("--since", "2024-05-01", "--until", str(AS_OF)): (1, ["run.repair.until", "after run.as_of"]),
+    ("--since", "2024-13-01"): (2, ["argument --since: '2024-13-01' is not a date"]),
+}
 
 
 def test_bad_operator_input_is_one_line_and_makes_no_request(project, emulator):
-    before = files(project)
-    result = run(project, "pipeline.backfill", "--symbols", "ETHUSTD", check=False)
-    assert result.returncode == 1
-    assert "unknown symbol ETHUSTD" in result.stderr and "did you mean ETHUSDT?" in result.stderr
-    assert listings(emulator) == 0 and files(project) == before
-
-
-def test_make_backfill_repairs_then_validates_and_reports(project, emulator):
-    result = project.make("backfill", "SYMBOLS=BTCUSDT")
-    assert result.returncode == 0, result.stderr
-    assert listings(emulator) == listings(emulator, "BTCUSDT") == history_pages(CHANGED, "BTCUSDT")
-    assert "Running stage 'validate'" in result.stdout and "Running stage 'report'" in result.stdout
-    emulator.reset_counters()
-    result = project.make("backfill", "SINCE=2023-08-01", "UNTIL=2023-08-31")
-    assert result.returncode == 0, result.stderr
-    assert listings(emulator) == len(perpetual(CHANGED))
-    changes = read_changes(project.root / "data" / "changes.parquet").sort("date")
-    assert changes.select("date", "symbol", "kind").rows() == [INJECTED[1], INJECTED[2]]
-    assert dvc_status_is_clean_for_the_dataset(project)
-    result = project.make("backfill")
-    assert result.returncode == 2 and "error: give SYMBOLS=A,B and/or SINCE=" in result.stderr
+    before = e2e.snapshot(project, "params.yaml")
+    for args, (code, says) in BAD_INPUT.items():
+        result = ops(project, "backfill", *args, check=False)
+        assert result.returncode == code, (args, result.stderr)
+        line = result.stderr.strip().splitlines()[-1]
+        assert all(part in line for part in says), (args, result.stderr)
+        if code == 1:
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    made = project.make("backfill")
+    assert made.returncode == 2
+    assert "error: give --symbols A,B and/or --since DATE" in made.stderr
+    assert listings(emulator.counters()) == 0
+    assert e2e.snapshot(project, "params.yaml") == before
+    assert not (project.root / ".params.yaml.one-off.json").exists()

@@ -204,22 +204,60 @@ def test_one_off_as_of_and_lookback_leave_params_yaml_as_committed(published):
     assert newest == "2024-05-01"
 
 
-def test_a_bad_one_off_value_fails_with_the_key_and_restores_params_yaml(published, tmp_path):
+@pytest.mark.parametrize(
+    ("value", "code", "says"),
+    [
+        # argparse refuses what is not a number, naming the option
+        ("LOOKBACK_DAYS=many", 2, "argument --lookback-days: 'many' is not a whole number"),
+        # the config what no run can use, naming the key
+        ("AS_OF=2999-01-01", 1, "run.as_of is in the future (2999-01-01)"),
+    ],
+)
+def test_a_bad_one_off_value_fails_before_the_run_and_leaves_params_yaml(
+    published, tmp_path, value, code, says
+):
     project = published.project.copy(tmp_path / "repo")
     before = project.params_path.read_bytes()
-    result = project.make("update", "LOOKBACK_DAYS=many")
+    result = project.make("update", value)
     assert result.returncode != 0
-    assert "update.lookback_days must be a whole number (got 'many')" in result.stderr
+    assert says in result.stderr, result.stderr
+    assert f"Error {code}" in result.stderr.splitlines()[-1]
+    assert "Running stage" not in result.stdout
     assert project.params_path.read_bytes() == before
 
 
-def test_make_update_without_overrides_runs_plain_dvc_repro():
-    dry_run = subprocess.run(
-        ["make", "--dry-run", "--no-print-directory", "RUNTIME=", "update"],
-        cwd=SOURCE,
-        env={k: v for k, v in os.environ.items() if k not in MAKE_ENVIRONMENT},
+@pytest.mark.parametrize(
+    ("args", "argv"),
+    [
+        (["update"], ["update"]),
+        (
+            ["update", "AS_OF=2024-06-01", "LOOKBACK_DAYS=3"],
+            ["update", "--as-of", "2024-06-01", "--lookback-days", "3"],
+        ),
+        (["backfill", "SYMBOLS=A,B"], ["backfill", "--symbols", "A,B"]),
+        (
+            ["backfill", "SINCE=2024-05-01", "UNTIL=2024-05-03"],
+            ["backfill", "--since", "2024-05-01", "--until", "2024-05-03"],
+        ),
+        (["audit"], ["audit"]),
+    ],
+)
+def test_make_passes_only_the_values_it_is_given_to_pipeline_ops(tmp_path, args, argv):
+    """Without AS_OF and friends, `make update` is `python -m pipeline.ops update`: no flag,
+    so no one-off param (ops then runs plain `dvc repro`)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n', encoding="utf-8")
+    (fake / "python").chmod(0o755)
+    shutil.copy2(SOURCE / "Makefile", tmp_path / "Makefile")
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENVIRONMENT}
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(
+        ["make", "--silent", "--no-print-directory", "RUNTIME=", *args],
+        cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert dry_run.stdout.splitlines()[-1] == "dvc repro"
+    assert result.stdout.splitlines() == ["-m", "pipeline.ops", *argv]

@@ -1,4 +1,8 @@
-"""A backfill killed with SIGKILL midway, then `dvc repro` again: it resumes where it stopped."""
+"""A backfill killed with SIGKILL midway, then `dvc repro` again: it resumes where it stopped.
+
+A first run of a copy of the session's template (tests/conftest.py `built`), on a universe of
+its own served by the session's emulator.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from devtools.emulator import Emulator, Knobs, Universe
+from devtools.emulator import Knobs, Universe
 from devtools.scratch import ScratchProject
-from tests.test_e2e import AS_OF, LAYOUT, START, assert_matches_universe
+from tests.e2e_support import AS_OF, LAYOUT, assert_matches_universe
 
 pytestmark = pytest.mark.e2e
 
@@ -29,24 +33,13 @@ CHECKPOINT = Path("data/.backfill.parquet.checkpoint")
 
 
 @pytest.fixture
-def emulator():
+def project(tmp_path, built, emulator) -> ScratchProject:
+    emulator.set_universe(Universe.from_dict(UNIVERSE))
     # Slow enough (150 ms a page, 2 workers: ~3 s of backfill) to be killed midway.
-    with Emulator(Universe.from_dict(UNIVERSE), knobs=Knobs(latency_ms=150)) as server:
-        yield server
-
-
-@pytest.fixture
-def project(tmp_path, emulator):
-    return ScratchProject.create(
-        tmp_path / "repo",
-        {
-            "vision": {"listing_url": emulator.listing_url, "download_url": emulator.download_url},
-            "dataset": {"start_date": START.isoformat()},
-            "run": {"as_of": AS_OF.isoformat()},
-            "update": {"lookback_days": 5},
-            "probe": {"workers": 2, "timeout_s": 5, "retries": 2, "backoff_s": 0.01},
-        },
-    )
+    emulator.set_knobs(Knobs(latency_ms=150))
+    project = built.template.copy(tmp_path / "repo")
+    project.set_params({"probe": {"workers": 2}})
+    return project
 
 
 def kill_once_checkpointed(project: ScratchProject, symbols: int) -> set[str]:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -149,6 +150,7 @@ def test_runs_daily_weekly_with_the_audit_and_on_dispatch_with_as_of_lookback_an
     assert weekly.split()[2:] == ["*", "*", "0"]
     audit = step("make audit")
     assert audit["if"] == f"github.event.schedule == '{weekly}' || inputs.audit"
+    assert step("make update")["if"] == f"github.event.schedule != '{weekly}' && !inputs.audit"
     inputs = triggers()["workflow_dispatch"]["inputs"]
     assert set(inputs) == {"as_of", "lookback", "audit"}
     assert all(not spec.get("required", False) for spec in inputs.values())
@@ -172,6 +174,32 @@ def test_least_privilege_pinned_actions_and_no_expression_in_scripts():
     assert all("${{" not in s.get("run", "") for s in steps())
 
 
+def runs_if(condition: str, schedule: str | None, audit: bool | None) -> bool:
+    """A step's `if` evaluated for one trigger (the few operators these conditions use)."""
+    python = condition.replace("!=", "<>").replace("!", " not ").replace("<>", "!=")
+    python = python.replace("&&", " and ").replace("||", " or ")
+    github = SimpleNamespace(event=SimpleNamespace(schedule=schedule))
+    inputs = SimpleNamespace(audit=audit)
+    return bool(eval(python, {"__builtins__": {}}, {"github": github, "inputs": inputs}))
+
+
+def test_each_run_is_either_the_update_or_the_audit_which_is_the_update_too():
+    daily, weekly = (schedule["cron"] for schedule in triggers()["schedule"])
+    audit_runs = {  # trigger: whether it is an audit (inputs are null on a schedule)
+        (daily, None): False,
+        (weekly, None): True,
+        (None, False): False,
+        (None, True): True,
+    }
+    for (schedule, audit), is_audit in audit_runs.items():
+        ran = [
+            name
+            for name in ("make update", "make audit")
+            if runs_if(step(name)["if"], schedule, audit)
+        ]
+        assert ran == (["make audit"] if is_audit else ["make update"]), (schedule, audit)
+
+
 def test_update_then_publish_then_the_commit_only_when_something_changed():
     runs = [s.get("run", "") for s in steps()]
     update = runs.index('make update AS_OF="$AS_OF" LOOKBACK_DAYS="$LOOKBACK_DAYS"')
@@ -180,14 +208,18 @@ def test_update_then_publish_then_the_commit_only_when_something_changed():
     stage = steps().index(step("Stage symbols.json, dvc.lock and the metrics"))
     commit = steps().index(step("Commit and push"))
     assert update < audit < publish < stage < commit
-    for pinned in (update, audit):  # the audit runs with the same one-off params
-        assert steps()[pinned]["env"]["AS_OF"] == "${{ inputs.as_of }}"
-        assert steps()[pinned]["env"]["LOOKBACK_DAYS"] == "${{ inputs.lookback }}"
+    # Either runs the whole pipeline, pulling first: the same one-off params and credentials.
+    for pinned in (update, audit):
+        env = steps()[pinned]["env"]
+        assert env["AS_OF"] == "${{ inputs.as_of }}"
+        assert env["LOOKBACK_DAYS"] == "${{ inputs.lookback }}"
+        assert env["AWS_ACCESS_KEY_ID"] == "${{ secrets.AWS_ACCESS_KEY_ID }}"
+        assert env["AWS_SECRET_ACCESS_KEY"] == "${{ secrets.AWS_SECRET_ACCESS_KEY }}"
     assert steps()[commit]["if"] == "steps.changes.outputs.changed == 'true'"
     assert "[skip ci]" in steps()[commit]["run"]
     # Nothing after a failure but the report: no publish, no commit (no `if: always()`).
     conditional = [s["name"] for s in steps() if "if" in s]
-    assert conditional == ["make audit", "Commit and push", "Report the failure"]
+    assert conditional == ["make update", "make audit", "Commit and push", "Report the failure"]
     assert steps()[-1]["if"] == "failure()"
 
 
