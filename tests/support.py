@@ -114,9 +114,17 @@ def snapshot(root: str = "data") -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
+# Files that hold no state: the log files, and the operator lock (the last holder's pid).
+STATELESS = ("logs", ".pipeline.lock")
+
+
 def files_outside_logs() -> dict[Path, bytes]:
-    """Every file of the working directory but the log files, and its bytes."""
-    return {p: p.read_bytes() for p in Path().rglob("*") if p.is_file() and "logs" not in p.parts}
+    """Every file of the working directory but the stateless ones, and its bytes."""
+    return {
+        p: p.read_bytes()
+        for p in Path().rglob("*")
+        if p.is_file() and not set(STATELESS) & set(p.parts)
+    }
 
 
 def read_json(path: str | Path) -> Any:

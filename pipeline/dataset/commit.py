@@ -136,6 +136,8 @@ def replay(journal: Path, targets: Iterable[Path]) -> bool:
     Returns whether a commit was finished. Idempotent: a kill while replaying is replayed.
     Nothing is touched while a live writer holds the lock: its files are not leftovers.
     """
+    if not journal.parent.is_dir():  # nothing was ever written there
+        return False
     with _writer_lock(journal, wait=False) as free:
         if not free:
             return False

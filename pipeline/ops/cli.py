@@ -125,7 +125,8 @@ def run_config(params: Path, overrides: dict[str, Any]) -> Config:
     """The params the stages will see this run, validated: bad one-off params name the key."""
     text = render_overrides(params.read_text(encoding="utf-8"), overrides)
     today = dt.datetime.now(dt.UTC).date()
-    return parse_config(yaml.safe_load(text), today=today, source=f"{params} for this run")
+    source = f"{params} for this run" if overrides else str(params)
+    return parse_config(yaml.safe_load(text), today=today, source=source)
 
 
 def check_repair_symbols(config: Config) -> None:
