@@ -61,8 +61,8 @@ install-s3: $(RUNTIME) ## Add dvc-s3 (the s3 extra) to .venv, for an S3 DVC remo
 	@test ! -e $(DEV) || { echo "error: dvc-s3 conflicts with the test dependencies in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-s3.lock
 
-test: $(DEV) ## Run the test suite (no network: HTTP is mocked or served on 127.0.0.1)
-	pytest
+test: $(DEV) ## Run the test suite, 4 workers (no network: HTTP is mocked or served on 127.0.0.1)
+	pytest -n 4 --dist loadfile
 
 lint: $(DEV) ## ruff check and format check
 	ruff check .
