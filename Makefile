@@ -18,7 +18,7 @@ export PYTHONUTF8 := 1
 
 help: ## List the targets, and where their code lives
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
-	@printf '%s\n' "" "Code (README.md, Architecture):" \
+	@printf '%s\n' "" "Code (docs/design.md, Architecture):" \
 		"  pipeline/ops/       update, backfill, audit, report, pull: one-off params, then dvc repro" \
 		"  pipeline/stages/    one module per DVC stage (dvc.yaml): python -m pipeline.stages.NAME" \
 		"  pipeline/           the core: config, vision/ (layout, listing, client), prober, planner," \
