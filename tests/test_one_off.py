@@ -285,9 +285,8 @@ def test_bad_arguments_are_usage_errors(argv, root_logging, capsys):
 def project(tmp_path, monkeypatch) -> Path:
     """A project directory as the working directory: params.yaml on an unreachable bucket,
     symbols.json, no dataset; and any HTTP request made through requests fails the test."""
-    text = REPO_PARAMS.decode().replace(
-        "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision", UNREACHABLE
-    )
+    real_bucket = yaml.safe_load(REPO_PARAMS)["vision"]["listing_url"]
+    text = REPO_PARAMS.decode().replace(real_bucket, UNREACHABLE)
     assert UNREACHABLE in text
     (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
     (tmp_path / "symbols.json").write_text(render(["BTCUSDT", "ETHUSDT"]), encoding="utf-8")
