@@ -8,9 +8,12 @@ The fixtures built from these helpers are in tests/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -281,3 +284,30 @@ def s3_error(code: str, message: str = "") -> str:
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>R1</RequestId></Error>"
     )
+
+
+# --- a raw HTTP server, for faults no well-behaved server can be asked to make ---------------
+
+
+@contextlib.contextmanager
+def raw_http_server(answer: Callable[[socket.socket, int], None]) -> Iterator[str]:
+    """A listener on 127.0.0.1 calling `answer(connection, n)` for its n-th connection (from 1),
+    each on a thread of its own; yields the bucket URL. `answer` must end by itself."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    served = 0
+
+    def serve() -> None:
+        nonlocal served
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            served += 1
+            threading.Thread(target=answer, args=(conn, served), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/data.binance.vision"
+    finally:
+        listener.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import socket
-import threading
 import time
 
 import pytest
@@ -33,7 +32,7 @@ from pipeline.vision.client import (
 )
 from pipeline.vision.listing import ListingPage, page_problem
 from tests.s3xml import listing
-from tests.support import LAYOUT, URL, s3_error
+from tests.support import LAYOUT, URL, raw_http_server, s3_error
 
 LIST_URL = URL + "/"
 XML = {"content_type": "application/xml"}
@@ -323,12 +322,12 @@ def slow_headers():
     answers are a page at once. Every answer stops by itself, or when the client hangs up."""
     state = {"slow": 1, "sent_at_once": 0, "served": 0}
     body = page([key(1)]).encode()
-    listener = socket.create_server(("127.0.0.1", 0))
 
-    def answer(conn: socket.socket, slow: bool) -> None:
+    def answer(conn: socket.socket, served: int) -> None:
+        state["served"] = served
         with conn:
             conn.recv(65536)
-            if not slow:
+            if served > state["slow"]:
                 length = f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                 conn.sendall(HEAD + length + body)
                 return
@@ -339,19 +338,8 @@ def slow_headers():
                     time.sleep(0.2)
                     conn.sendall(bytes([byte]))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            state["served"] += 1
-            slow = state["served"] <= state["slow"]
-            threading.Thread(target=answer, args=(conn, slow), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/data.binance.vision", state
-    listener.close()
+    with raw_http_server(answer) as url:
+        yield url, state
 
 
 @pytest.mark.parametrize("sent_at_once", [0, 17], ids=["status-line", "headers"])

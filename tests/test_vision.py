@@ -2,6 +2,7 @@
 damaged and unusual documents), and the emulator's own pages read through the in-process bucket."""
 
 import datetime as dt
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -14,7 +15,7 @@ from pipeline.vision import listing as vision_listing
 from pipeline.vision.client import BackoffRetry, VisionClient, VisionError
 from pipeline.vision.listing import ListingPage, ListingParseError, parse_listing
 from tests.s3xml import NS, listing
-from tests.support import LAYOUT, URL, dates
+from tests.support import LAYOUT, URL, dates, raw_http_server
 from tests.support import s3_error as error
 
 BASE = URL
@@ -345,32 +346,22 @@ def test_the_first_retry_already_backs_off_and_retry_after_is_capped():
 @pytest.fixture
 def flaky_server():
     """A raw HTTP server: the first `cut` answers break off mid-body, then a real page."""
-    import socket
-    import threading
-
     state = {"cut": 0, "served": 0}
     body = btc_page().encode()
-    listener = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                state["served"] += 1
-                head = (
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                cut = state["served"] <= state["cut"]
-                conn.sendall(head.encode() + (body[:50] if cut else body))
+    def answer(conn: socket.socket, served: int) -> None:
+        state["served"] = served
+        with conn:
+            conn.recv(65536)
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            cut = served <= state["cut"]
+            conn.sendall(head.encode() + (body[:50] if cut else body))
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/data.binance.vision", state
-    listener.close()
+    with raw_http_server(answer) as url:
+        yield url, state
 
 
 def test_a_response_cut_short_midway_is_retried(flaky_server):
