@@ -97,8 +97,8 @@ class ScratchProject:
             check=check,
         )
 
-    def make(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """A target of the project's Makefile (copied in if missing), on this interpreter.
+    def make_command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of `make ARGS` here, the Makefile copied in first.
 
         RUNTIME= skips bootstrapping a .venv of the scratch repository's own, and make's
         variables from a calling make (`make test`) or shell are not passed down.
@@ -106,13 +106,13 @@ class ScratchProject:
         if not (self.root / "Makefile").exists():
             shutil.copy2(SOURCE / "Makefile", self.root / "Makefile")
         env = {k: v for k, v in self.env().items() if k not in MAKE_ENVIRONMENT}
+        return ["make", "--no-print-directory", "RUNTIME=", *args], env
+
+    def make(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A target of the project's Makefile, on this interpreter (see make_command)."""
+        command, env = self.make_command(*args)
         return subprocess.run(
-            ["make", "--no-print-directory", "RUNTIME=", *args],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+            command, cwd=self.root, env=env, capture_output=True, text=True, check=False
         )
 
     def repro(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

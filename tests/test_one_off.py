@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import responses
 import yaml
 
 from devtools.emulator import Emulator, Knobs, Universe
-from devtools.scratch import MAKE_ENVIRONMENT, ScratchProject
+from devtools.scratch import ScratchProject
 from pipeline.config import ConfigError
 from pipeline.ops import cli
 from pipeline.ops.one_off import (
@@ -410,11 +409,10 @@ def test_a_killed_one_off_run_is_undone_by_the_next_make_update(tmp_path, slow_e
     journal = journal_path(project.params_path)
 
     # `make update AS_OF=...` as ScratchProject.make runs it, in a process group of its own.
-    shutil.copy2(ROOT / "Makefile", project.root / "Makefile")
-    env = {k: v for k, v in project.env().items() if k not in MAKE_ENVIRONMENT}
+    command, env = project.make_command("update", f"AS_OF={ONE_OFF_AS_OF}")
     with (tmp_path / "killed.out").open("w") as out:
         killed = subprocess.Popen(
-            ["make", "--no-print-directory", "RUNTIME=", "update", f"AS_OF={ONE_OFF_AS_OF}"],
+            command,
             cwd=project.root,
             env=env,
             stdout=out,
