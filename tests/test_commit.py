@@ -28,7 +28,7 @@ import pytest
 
 from devtools.scratch import ScratchProject
 from pipeline.config import ConfigError, RemovalLimit, load_config
-from pipeline.dataset.changes import GateError, check_removals, merge_and_log, read_changes
+from pipeline.dataset.changes import merge_and_log, read_changes
 from pipeline.dataset.commit import (
     CommitError,
     finish_interrupted_commit,
@@ -36,6 +36,7 @@ from pipeline.dataset.commit import (
     replay,
     staged_commit,
 )
+from pipeline.dataset.contract import GateError, check_removals
 from pipeline.dataset.schema import month_of
 from pipeline.dataset.store import read_months, summarize
 from pipeline.entry import run_stage

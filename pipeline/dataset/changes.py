@@ -17,9 +17,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import Config, RemovalLimit
+from pipeline.config import Config
 from pipeline.dataset.commit import Commit, journal_path, staged_commit
-from pipeline.dataset.contract import row_violations
+from pipeline.dataset.contract import check_contract, check_removals
 from pipeline.dataset.merge import differs, merge
 from pipeline.dataset.schema import FILE_STATE, KEY
 from pipeline.dataset.store import (
@@ -29,7 +29,6 @@ from pipeline.dataset.store import (
     write_dataset,
     write_frame,
 )
-from pipeline.errors import PipelineError
 
 CHANGE_KINDS = ("appeared", "removed", "replaced")
 CHANGES_SCHEMA: dict[str, pl.DataType] = {
@@ -45,10 +44,6 @@ CHANGES_SCHEMA: dict[str, pl.DataType] = {
     "new_last_modified": pl.Datetime("us", "UTC"),
 }
 LOG_ORDER = ("detected_at", "symbol", "date")
-
-
-class GateError(PipelineError):
-    """The gate before the commit: this run's result would damage the dataset."""
 
 
 def detect_changes(
@@ -176,33 +171,3 @@ def merge_and_log(
         )
         logged = append_changes(config.paths.changes, changes, commit=commit)
     return rewritten, logged
-
-
-def check_contract(merged: pl.DataFrame, config: Config) -> None:
-    """Refuse to write months that break the rows' contract (what validate would fail on)."""
-    checks = row_violations(merged.lazy(), config.dataset.start_date, config.last_date)
-    for name, found in zip(checks, pl.collect_all(list(checks.values())), strict=True):
-        if not found.is_empty():
-            first = " ".join(str(found[column][0]) for column in KEY)
-            raise GateError(
-                f"this run's merge breaks the dataset's contract ({name} {found.height}, "
-                f"e.g. {first}): nothing was written; the log file has the run's details"
-            )
-
-
-def check_removals(changes: pl.DataFrame, available_files: int, limit: RemovalLimit) -> None:
-    """Refuse a run that turns more available files into unavailable than `limit` allows.
-
-    Binance removes files rarely: many at once is almost always a listing gone wrong.
-    """
-    removed = changes.filter(pl.col("kind") == "removed").height
-    threshold = limit.threshold(available_files)
-    if removed <= threshold or limit.allowed:
-        return
-    raise GateError(
-        f"this run would turn {removed} of the dataset's {available_files} available files "
-        f"into unavailable, more than the {threshold} allowed (update.max_removed_files, "
-        "update.max_removed_share): nothing was written; if the bucket really removed them, "
-        "accept it for one run with `make update ALLOW_REMOVALS=1` (or `make audit "
-        "ALLOW_REMOVALS=1`)"
-    )

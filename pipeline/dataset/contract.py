@@ -2,7 +2,8 @@
 
 validate runs them over the whole dataset; the update stage's commit gate runs the checks that
 hold for any set of months (`row_violations`) over the months it is about to write, so a run
-that would break the contract writes nothing.
+that would break the contract writes nothing, and refuses a run that would remove more files
+than params allow (`check_removals`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import datetime as dt
 
 import polars as pl
 
+from pipeline.config import Config, RemovalLimit
 from pipeline.dataset.schema import KEY
+from pipeline.errors import PipelineError
 
 
 def row_violations(rows: pl.LazyFrame, first: dt.date, last: dt.date) -> dict[str, pl.LazyFrame]:
@@ -91,4 +94,38 @@ def unavailable_rows_with_file(rows: pl.LazyFrame) -> pl.LazyFrame:
         rows.filter(~pl.col("available"), pl.any_horizontal(pl.col(*file_facts).is_not_null()))
         .select(*KEY)
         .sort(*KEY)
+    )
+
+
+class GateError(PipelineError):
+    """The gate before the commit: this run's result would damage the dataset."""
+
+
+def check_contract(merged: pl.DataFrame, config: Config) -> None:
+    """Refuse to write months that break the rows' contract (what validate would fail on)."""
+    checks = row_violations(merged.lazy(), config.dataset.start_date, config.last_date)
+    for name, found in zip(checks, pl.collect_all(list(checks.values())), strict=True):
+        if not found.is_empty():
+            first = " ".join(str(found[column][0]) for column in KEY)
+            raise GateError(
+                f"this run's merge breaks the dataset's contract ({name} {found.height}, "
+                f"e.g. {first}): nothing was written; the log file has the run's details"
+            )
+
+
+def check_removals(changes: pl.DataFrame, available_files: int, limit: RemovalLimit) -> None:
+    """Refuse a run that turns more available files into unavailable than `limit` allows.
+
+    Binance removes files rarely: many at once is almost always a listing gone wrong.
+    """
+    removed = changes.filter(pl.col("kind") == "removed").height
+    threshold = limit.threshold(available_files)
+    if removed <= threshold or limit.allowed:
+        return
+    raise GateError(
+        f"this run would turn {removed} of the dataset's {available_files} available files "
+        f"into unavailable, more than the {threshold} allowed (update.max_removed_files, "
+        "update.max_removed_share): nothing was written; if the bucket really removed them, "
+        "accept it for one run with `make update ALLOW_REMOVALS=1` (or `make audit "
+        "ALLOW_REMOVALS=1`)"
     )

@@ -7,38 +7,30 @@ HEAD per (symbol, date).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import heapq
-import itertools
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError, ContentDecodingError
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from requests.exceptions import ChunkedEncodingError
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    DecodeError,
     InvalidHeader,
     MaxRetryError,
     ProtocolError,
     ReadTimeoutError,
 )
-from urllib3.response import BaseHTTPResponse, HTTPResponse
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.vision.deadline import DeadlineAdapter, get_headers, read_body
 from pipeline.vision.listing import (
     PAGE_SIZE,
     ListingPage,
@@ -58,8 +50,6 @@ SERVER_CLOCK_MAX_LAG = dt.timedelta(days=1)
 # Discovery lists ~1000 folders under the root, 1-2 pages; this many pages is a listing that
 # invents folders (each page moving forward) rather than one that has more of them.
 DISCOVERY_PAGE_LIMIT = 100
-# How much of a body one read asks for; a read returns whatever has arrived, up to this.
-BODY_CHUNK = 64 * 1024
 
 
 class VisionError(PipelineError):
@@ -88,7 +78,7 @@ class VisionClient:
         self.session.trust_env = False
         # Every retry happens in `_get`, under one budget: a failure before the headers and one
         # midway through the body (which urllib3 never sees) are the same fault to us.
-        adapter = _DeadlineAdapter(
+        adapter = DeadlineAdapter(
             pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0
         )
         self.session.mount("http://", adapter)
@@ -415,186 +405,17 @@ def _attempt(
     session: requests.Session, url: str, params: dict[str, str], deadline: float
 ) -> _Attempt:
     """One request by `deadline`: the connect by its timeout, the headers by an alarm the
-    connection arms (`_response_by_deadline`), the body by `_read_body`."""
+    connection arms (vision/deadline.py), the body by `read_body`."""
     response = None
     try:
-        response = _get_headers(session, url, params, deadline)
+        response = get_headers(session, url, params, deadline)
         # The body is read here, so a response that breaks off midway keeps its status.
-        body = _read_body(response, deadline)
+        body = read_body(response, deadline)
     except requests.RequestException as exc:
         if response is not None:
             response.close()
         return _Attempt(response, exc)
     return _Attempt(response, None, body)
-
-
-# The deadline of the request this thread is making, for the connection that reads its
-# headers: requests hands urllib3 a timeout per socket read, and nothing else, but a request
-# runs in its caller's thread from start to end, so the thread's context can carry it.
-_HEADERS_DEADLINE: ContextVar[float | None] = ContextVar("headers_deadline", default=None)
-
-
-def _get_headers(
-    session: requests.Session, url: str, params: dict[str, str], deadline: float
-) -> requests.Response:
-    token = _HEADERS_DEADLINE.set(deadline)
-    try:
-        return session.get(url, params=params, timeout=_remaining(deadline), stream=True)
-    finally:
-        _HEADERS_DEADLINE.reset(token)
-
-
-class _Alarm:
-    """A socket to shut down at its deadline, unless disarmed first."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._lock = threading.Lock()
-        self._disarmed = False
-        self._fired = False
-
-    def fire(self) -> None:
-        with self._lock:
-            if self._disarmed:
-                return
-            self._fired = True
-            # Shutting the socket down ends a read under way (it sees the end of the stream).
-            # The plain socket's shutdown, also under TLS: ssl.SSLSocket's drops its TLS state
-            # under the reader. OSError: closed already, so no read is waiting on it.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-
-    def disarm(self) -> bool:
-        """True if the alarm fired first: the socket is shut down."""
-        with self._lock:
-            self._disarmed = True
-            return self._fired
-
-
-class _Watchdog:
-    """Fires alarms at their deadlines, from one thread for the whole process.
-
-    A threading.Timer per request would start a thread for every listing page (~0.5 ms of CPU
-    each, on a backfill of ~2,800 pages that is CPU-bound already).
-    """
-
-    def __init__(self) -> None:
-        self._wake = threading.Condition()
-        self._due: list[tuple[float, int, _Alarm]] = []  # a heap, earliest deadline first
-        self._order = itertools.count()  # breaks ties: alarms do not compare
-        self._thread: threading.Thread | None = None
-
-    def arm(self, sock: socket.socket, deadline: float) -> _Alarm:
-        alarm = _Alarm(sock)
-        with self._wake:
-            heapq.heappush(self._due, (deadline, next(self._order), alarm))
-            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
-                self._thread = threading.Thread(
-                    target=self._run, name="listing-watchdog", daemon=True
-                )
-                self._thread.start()
-            elif self._due[0][2] is alarm:  # earlier than what the thread waits for
-                self._wake.notify()
-        return alarm
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
-                _, _, alarm = heapq.heappop(self._due)
-            alarm.fire()  # a no-op for the alarms disarmed in time, nearly all of them
-
-
-_WATCHDOG = _Watchdog()
-
-
-def _response_by_deadline(
-    sock: socket.socket | None, read_response: Callable[[], HTTPResponse]
-) -> HTTPResponse:
-    """`read_response()` (the status line and headers), cut off at the request's deadline.
-
-    A socket timeout bounds each read, not the headers: a proxy sending one header byte
-    every 0.4 s would hold a worker for as long as it likes.
-    """
-    deadline = _HEADERS_DEADLINE.get()
-    if deadline is None or sock is None:
-        return read_response()
-    alarm = _WATCHDOG.arm(sock, deadline)
-    try:
-        response = read_response()
-    except Exception as exc:
-        if alarm.disarm():
-            # Whatever the shut-down socket made http.client raise; urllib3 reports a
-            # TimeoutError while reading the headers as a read timeout, retried as one.
-            raise TimeoutError("the response headers did not arrive in time") from exc
-        raise
-    if alarm.disarm():
-        # Cut off after the last header read, or within them: the headers may be partial.
-        response.close()
-        raise TimeoutError("the response headers did not arrive in time")
-    return response
-
-
-class _HeaderDeadlineConnection(HTTPConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
-        return _response_by_deadline(self.sock, super().getresponse)
-
-
-class _HeaderDeadlineTLSConnection(HTTPSConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
-        return _response_by_deadline(self.sock, super().getresponse)
-
-
-class _HeaderDeadlinePool(HTTPConnectionPool):
-    ConnectionCls = _HeaderDeadlineConnection
-
-
-class _HeaderDeadlineTLSPool(HTTPSConnectionPool):
-    ConnectionCls = _HeaderDeadlineTLSConnection
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, over connections that read response headers by a deadline."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _HeaderDeadlinePool,
-            "https": _HeaderDeadlineTLSPool,
-        }
-
-
-def _remaining(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.01)
-
-
-def _read_body(response: requests.Response, deadline: float) -> bytes:
-    """The whole body by `deadline`, read as it arrives.
-
-    A socket timeout bounds each read, not the body: a server sending a byte every half
-    second would never trip it. So each read may wait only what is left of the deadline.
-    """
-    raw = response.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
-    chunks = []
-    try:
-        while True:
-            if time.monotonic() >= deadline:
-                raise requests.ReadTimeout("the body did not arrive within the timeout")
-            if sock is not None:
-                sock.settimeout(_remaining(deadline))
-            chunk = raw.read1(BODY_CHUNK, decode_content=True)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    # As requests itself maps urllib3's errors while reading a body.
-    except ReadTimeoutError as exc:
-        raise requests.ReadTimeout(exc) from exc
-    except ProtocolError as exc:
-        raise ChunkedEncodingError(exc) from exc
-    except DecodeError as exc:
-        raise ContentDecodingError(exc) from exc
 
 
 def _content_type(response: requests.Response) -> str:
