@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONUTF8 := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help update backfill audit report pull publish install-s3 test lint format dag status demo bench clean distclean
+.PHONY: help update backfill audit report pull publish configure-remote install-s3 test lint format dag status demo bench clean distclean
 
 help: ## List the targets, and where their code lives
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ OPS := python -m pipeline.ops
 RUN_FLAGS = $${AS_OF:+--as-of "$$AS_OF"} $${LOOKBACK_DAYS:+--lookback-days "$$LOOKBACK_DAYS"} \
 	$${ALLOW_REMOVALS:+--allow-removals="$$ALLOW_REMOVALS"}
 REPAIR_FLAGS = $${SYMBOLS:+--symbols "$$SYMBOLS"} $${SINCE:+--since "$$SINCE"} $${UNTIL:+--until "$$UNTIL"}
-export AS_OF LOOKBACK_DAYS SYMBOLS SINCE UNTIL ALLOW_REMOVALS
+export AS_OF LOOKBACK_DAYS SYMBOLS SINCE UNTIL ALLOW_REMOVALS READ_URL WRITE_URL
 
 update: $(RUNTIME) ## Run the pipeline (dvc repro) [AS_OF=DATE] [LOOKBACK_DAYS=N] [ALLOW_REMOVALS=1], after a dvc pull
 	$(OPS) update $(RUN_FLAGS)
@@ -48,14 +48,19 @@ backfill: $(RUNTIME) ## The same, re-listing SYMBOLS=A,B (whole history) and/or 
 audit: $(RUNTIME) ## The same, re-listing every symbol's whole history; logs what changed
 	$(OPS) audit $(RUN_FLAGS)
 
-report: $(RUNTIME) ## Draw the plots of the last run (dvc plots show) into reports/plots/index.html
-	$(OPS) report --out reports/plots
+report: $(RUNTIME) ## Draw the last run's plot data into reports/index.html (offline; dvc plots show works too)
+	$(OPS) report --out reports
 
 pull: $(RUNTIME) ## Fetch the dataset recorded in dvc.lock from the DVC remote, after a killed run too
 	$(OPS) pull
 
-publish: $(RUNTIME) ## Upload the dataset recorded in dvc.lock to the DVC remote (dvc push)
-	dvc push
+publish: $(RUNTIME) ## Upload the dataset dvc.lock records (dvc push) to the write remote, else the default
+	$(OPS) publish
+
+# READ_URL: the remote consumers read, written to the committed .dvc/config; WRITE_URL: this
+# machine's, in .dvc/config.local (docs/publishing.md). Through the environment, as above.
+configure-remote: $(RUNTIME) ## Set the DVC remotes: READ_URL=URL (committed) and/or WRITE_URL=URL (this machine)
+	$(OPS) configure-remote $${READ_URL:+--read-url "$$READ_URL"} $${WRITE_URL:+--write-url "$$WRITE_URL"}
 
 install-s3: $(RUNTIME) ## Add dvc-s3 (the s3 extra) to .venv, for an S3 DVC remote
 	@test ! -e $(DEV) || { echo "error: dvc-s3 conflicts with the test dependencies in $(VENV); use a runtime-only venv: make distclean && make install-s3" >&2; exit 1; }
@@ -78,8 +83,10 @@ dag: $(RUNTIME) ## Show how the stages depend on each other
 status: $(RUNTIME) ## What dvc repro would rerun, and why
 	dvc status
 
-demo: $(RUNTIME) ## Run the pipeline offline against the bundled emulator, in a scratch copy
-	python -m devtools.demo
+# KEEP=DIR keeps the scratch project in DIR (a new directory), for make and vision-query there.
+export KEEP
+demo: $(RUNTIME) ## Run the pipeline offline against the bundled emulator, in a scratch copy [KEEP=DIR]
+	python -m devtools.demo $${KEEP:+--keep "$$KEEP"}
 
 bench: $(RUNTIME) ## Benchmark at real scale on the emulator (50 ms latency); writes bench/results.json
 	python bench/pipeline_bench.py

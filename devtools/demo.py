@@ -1,7 +1,10 @@
 """`make demo`: the whole pipeline, offline, against the bundled emulator, in a scratch copy.
 
 It never touches this checkout's params.yaml, symbols.json or dataset: everything happens in
-a temporary git + DVC repository (kept with --keep DIR).
+a temporary git + DVC repository. With --keep DIR that repository stays, ready for more: its
+Makefile is this checkout's, run on this checkout's .venv, and `make emulator` serves the
+demo's bucket again on the port its params.yaml points at, so `make update` and `vision-query`
+work there after the demo has ended.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -16,24 +20,43 @@ from pathlib import Path
 
 import polars as pl
 
-from devtools.emulator import Emulator, generate_universe, load_reference
-from devtools.scratch import ScratchProject
+from devtools.emulator import Emulator, Universe, generate_universe, load_reference
+from devtools.scratch import SOURCE, ScratchProject
 from pipeline.vision.layout import Layout
 
 NEW_SYMBOL = "DEMONEWUSDT"
+# The symbols the README's examples ask about: the demo's universe always holds them.
+EXAMPLE_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+# Where a kept project keeps the demo's bucket, for `make emulator`.
+KEPT_UNIVERSE = Path("emulator") / "universe.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--symbols", type=int, default=60, help="symbols in the universe")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated universe")
-    parser.add_argument("--keep", type=Path, help="build the scratch project here and keep it")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="build the scratch project in DIR (a new directory) and keep it, to run make "
+        "update and vision-query on afterwards",
+    )
     args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep}: it exists already; name a new directory")
 
     today = dt.datetime.now(dt.UTC).date()
-    universe = generate_universe(
-        load_reference(), today=today, n_symbols=args.symbols, seed=args.seed
-    )
+    try:
+        universe = generate_universe(
+            load_reference(),
+            today=today,
+            n_symbols=args.symbols,
+            seed=args.seed,
+            include=EXAMPLE_SYMBOLS,
+        )
+    except ValueError as exc:
+        parser.error(f"--symbols {args.symbols}: {exc}")
     with (
         tempfile.TemporaryDirectory(prefix="vision-demo-") as scratch,
         Emulator(universe) as emulator,
@@ -56,15 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _examples(project)
 
         tomorrow = today + dt.timedelta(days=1)
-        emulator.set_universe(
-            universe.with_today(tomorrow).with_symbol(
-                NEW_SYMBOL, [(today - dt.timedelta(days=700), None)]
-            )
+        next_day = universe.with_today(tomorrow).with_symbol(
+            NEW_SYMBOL, [(today - dt.timedelta(days=700), None)]
         )
+        emulator.set_universe(next_day)
         project.set_params({"run": {"as_of": tomorrow.isoformat()}})
         second = _run(project, emulator, f"Day 2: {NEW_SYMBOL} was listed overnight")
         _summary(project, second)
         _next_day_proof(project, emulator)
+        if args.keep is not None:
+            keep(project, next_day, emulator.port)
+    _next_steps(args.keep)
     return 0
 
 
@@ -136,6 +161,66 @@ def _next_day_proof(project: ScratchProject, emulator: Emulator) -> None:
         f"   the other {len(others)} symbols: {sum(others)} requests "
         f"(at most {max(others, default=0)} each: only the lookback window)"
     )
+
+
+def keep(project: ScratchProject, universe: Universe, port: int) -> None:
+    """Leave `project` ready for `make` and `vision-query` once the demo's emulator is gone.
+
+    Its params.yaml (and dvc.lock) name the emulator's port: `make emulator` serves the
+    demo's last universe on that same port again, so the next run's params are unchanged.
+    """
+    (project.root / KEPT_UNIVERSE).parent.mkdir()
+    universe.save(project.root / KEPT_UNIVERSE)
+    (project.root / "Makefile").write_text(kept_makefile(port), encoding="utf-8")
+
+
+def kept_makefile(port: int) -> str:
+    """This checkout's Makefile, on this interpreter's environment, plus `make emulator`."""
+    venv_bin = Path(sys.executable).parent
+    header = f"""\
+# A demo project kept by `python -m devtools.demo --keep`: the Makefile of {SOURCE},
+# run on the environment the demo ran on ({venv_bin}) instead of a .venv of its own.
+# Its params.yaml points at the demo's emulator, 127.0.0.1:{port}: `make emulator` serves
+# the demo's bucket there again, for `make update` and the other targets that list it.
+override BIN := {venv_bin}
+override RUNTIME :=
+override DEV :=
+DEMO_CHECKOUT := {SOURCE}
+DEMO_PORT := {port}
+
+"""
+    emulator = f"""
+# devtools is not installed: it is imported from the checkout the demo ran from.
+.PHONY: emulator
+emulator: ## Serve the demo's bucket again on 127.0.0.1:{port}, for make update (Ctrl-C stops it)
+\tPYTHONPATH="$(DEMO_CHECKOUT)" python -m devtools.emulator serve \\
+\t\t--universe {KEPT_UNIVERSE.as_posix()} --port $(DEMO_PORT)
+"""
+    return header + (SOURCE / "Makefile").read_text(encoding="utf-8") + emulator
+
+
+def _next_steps(kept: Path | None) -> None:
+    """The exact commands to go on with: on the kept project, or to keep one."""
+    print("\n== What to try next")
+    if kept is None:
+        print("   Keep the project to run make update and vision-query on it afterwards:")
+        print("     make demo KEEP=/tmp/vision-demo")
+        print("     (or: python -m devtools.demo --keep /tmp/vision-demo)")
+        return
+    kept = kept.resolve()
+    activate = Path(sys.executable).parent / "activate"
+    print(f"   The project is kept in {kept}; its Makefile runs on this checkout's environment.")
+    print("   In a second shell, serve the demo's bucket again (Ctrl-C stops it):")
+    print(f"     cd {kept} && make emulator")
+    print("   Then, here:")
+    print(f"     cd {kept}")
+    print("     make update              # the next run: discover, then the lookback window")
+    print("     make status              # what dvc repro would rerun, and why")
+    print(f"     source {activate}")
+    print("     vision-query stats")
+    print("     vision-query timeline BTCUSDT")
+    print("     vision-query snapshot 2024-03-01")
+    print("     vision-query listings --since 2024-01-01")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ MAKE_ENVIRONMENT = (
     "SINCE",
     "UNTIL",
     "ALLOW_REMOVALS",
+    "KEEP",
 )
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "reference_symbols.json")
 

@@ -94,6 +94,12 @@ class SpansConfig:
 
 
 @dataclass(frozen=True)
+class VolumeConfig:
+    workers: int
+    """Concurrent downloads of 1d kline files: each is one small GET, so latency bounds them."""
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     symbols: Path
     gaps: Path
@@ -106,6 +112,8 @@ class PathsConfig:
     summary: Path
     plots: Path
     log: Path
+    volume: Path
+    volume_metrics: Path
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,7 @@ class Config:
     spans: SpansConfig
     paths: PathsConfig
     removals: RemovalLimit
+    volume: VolumeConfig
     repair: Repair | None = None
 
     @property
@@ -262,6 +271,7 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
             max_share=reader.number("update.max_removed_share", minimum=0.0, maximum=1.0),
             allowed=reader.flag("run.allow_removals"),
         ),
+        volume=VolumeConfig(workers=reader.integer("volume.workers", minimum=1, maximum=512)),
         repair=_repair(reader, dataset.start_date, as_of),
     )
     # The known keys are the ones read above, so a param added there is known here.

@@ -31,6 +31,7 @@ def run_stage(name: str, body: Callable[[Config], object], *, params: Path = PAR
             setup_logging(name, config.paths.log)
         # Before anything reads the dataset: a killed run's commit is finished (or undone).
         finish_interrupted_commit(config.paths.dataset, config.paths.changes)
+        finish_interrupted_commit(config.paths.volume)
         body(config)
     except PipelineError as exc:
         log.error("%s", exc)

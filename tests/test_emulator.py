@@ -16,7 +16,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from devtools.emulator.server import (
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 ROOT = "data/futures/um/daily/klines/"
+MONTHLY_ROOT = "data/futures/um/monthly/klines/"
 TODAY = date(2021, 6, 1)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,14 +83,37 @@ def universe() -> Universe:
     )
 
 
+def kline_months(u: Universe, symbol: str) -> list[str]:
+    """The months with a monthly 1d file, for a universe whose today is the first of a month.
+
+    The files of a month are published on day 1 to 3 of the next: on the first of a month,
+    the last month's is not out yet, and every earlier month with a day of a span that is
+    not missing has one.
+    """
+    assert u.today.day == 1
+    spec = u.specs[symbol]
+    months = set()
+    for start, end in spec.spans:
+        day = start
+        while day < u.today and (end is None or day <= end):
+            if day not in spec.missing:
+                months.add(day.strftime("%Y-%m"))
+            day += timedelta(days=1)
+    return sorted(months - {(u.today - timedelta(days=1)).strftime("%Y-%m")})
+
+
 def all_keys(u: Universe) -> list[str]:
     """Every key of the bucket, materialised: the slow, obvious reference."""
     keys = []
     for symbol in u.symbols:
-        for interval in u.intervals:
+        for interval in (*u.intervals, "1d"):
             for day in u.available_dates(symbol):
                 key = zip_key(symbol, day, interval)
                 keys += [key, key + ".CHECKSUM"]
+    for symbol in u.specs:
+        for month in kline_months(u, symbol):
+            key = f"{MONTHLY_ROOT}{symbol}/1d/{symbol}-1d-{month}.zip"
+            keys += [key, key + ".CHECKSUM"]
     return sorted(keys)
 
 
@@ -281,10 +305,12 @@ def test_listing_matches_a_materialised_reference(universe: Universe) -> None:
 
 
 def test_listed_metadata_equals_object_meta(universe: Universe) -> None:
-    page = list_objects(universe, prefix="", max_keys=1000)
-    assert len(page.keys) == 1000
+    page = list_objects(universe, prefix=ROOT + "BTCUSDT/", max_keys=5000)
+    assert len(page.keys) == 4 * len(universe.available_dates("BTCUSDT"))
     for key, meta in page.keys:
-        assert meta == object_meta(key)
+        assert meta == universe.meta(key)
+        if "/1m/" in key:
+            assert meta == object_meta(key)
 
 
 def test_intermediate_folders_list_as_common_prefixes(universe: Universe) -> None:
@@ -293,8 +319,11 @@ def test_intermediate_folders_list_as_common_prefixes(universe: Universe) -> Non
 
     assert common("") == ["data/"]
     assert common("data/futures/") == ["data/futures/um/"]
+    assert common("data/futures/um/") == ["data/futures/um/daily/", "data/futures/um/monthly/"]
     assert common(ROOT) == [ROOT + s + "/" for s in universe.symbols]
-    assert common(ROOT + "BTCUSDT/") == [folder("BTCUSDT")]
+    assert common(ROOT + "BTCUSDT/") == [folder("BTCUSDT", "1d"), folder("BTCUSDT")]
+    monthly = ("BTCUSDT", "BTCUSDT_210326", "ETHUSDT")  # 币安人生USDT: not a month yet
+    assert common(MONTHLY_ROOT) == [MONTHLY_ROOT + s + "/" for s in monthly]
     empty = list_objects(universe, prefix="data/spot/", delimiter="/")
     assert (empty.keys, empty.common_prefixes, empty.is_truncated) == ([], [], False)
 
@@ -374,7 +403,7 @@ def test_generated_universe_is_realistic(reference: dict) -> None:
         for s in with_late
         for d, shown in s.late.items()
     )
-    visible_days = u.key_count / 2
+    visible_days = replace(u, kline_1d=False).key_count / 2  # a zip and a .CHECKSUM a day
     missing = sum(len(spec.missing) for spec in u.specs.values())
     assert 0.001 < missing / visible_days < 0.006
 
@@ -578,7 +607,7 @@ def test_listing_contents_carry_s3_fields(emulator: Emulator, http: requests.Ses
 def test_empty_and_unknown_prefixes(emulator: Emulator, http: requests.Session) -> None:
     whole = get_page(http, emulator)
     assert len(whole.keys) == 1000 and whole.is_truncated
-    assert whole.keys[0] == zip_key("BTCUSDT", "2019-09-25")
+    assert whole.keys[0] == zip_key("BTCUSDT", "2019-09-25", "1d")
     nothing = get_page(http, emulator, prefix="data/futures/cm/")
     assert (nothing.keys, nothing.common_prefixes, nothing.is_truncated) == ([], [], False)
 
@@ -591,7 +620,11 @@ def test_non_ascii_keys_list_with_and_without_url_encoding(
     if encoding:
         params["encoding-type"] = encoding
     response = http.get(emulator.listing_url, params=params)
-    expected = [zip_key("币安人生USDT", d) for d in universe.available_dates("币安人生USDT")]
+    expected = [
+        zip_key("币安人生USDT", d, interval)
+        for interval in ("1d", "1m")
+        for d in universe.available_dates("币安人生USDT")
+    ]
     raw = quote(expected[0], safe="/")
     assert (raw in response.text) == (encoding == "url")
     assert (expected[0] in response.text) == (encoding is None)
@@ -906,8 +939,12 @@ def test_the_longest_faulted_prefix_wins(emulator: Emulator, http: requests.Sess
     assert status(folder("BTCUSDT")) == (500, "application/xml")
     assert status(ROOT) == (500, "application/xml")
     assert status("data/futures/") == (200, "application/xml")
-    # Objects are never prefix-faulted: only listings are.
-    assert http.head(f"{emulator.url}/{zip_key('ETHUSDT', '2021-05-05')}").status_code == 200
+    # Objects under a faulted prefix get its fault too, the longest prefix's.
+    eth = http.get(f"{emulator.url}/{zip_key('ETHUSDT', '2021-05-05')}")
+    btc = http.get(f"{emulator.url}/{zip_key('BTCUSDT', '2021-05-05')}")
+    assert (eth.status_code, eth.headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert btc.status_code == 500
+    assert http.get(f"{emulator.url}/{MONTHLY_ROOT}BTCUSDT/1d/BTCUSDT-1d-2021-01.zip").ok
 
 
 @pytest.mark.parametrize(("retry_after", "header"), [(0, "0"), (7, "7"), (None, None)])

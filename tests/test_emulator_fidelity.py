@@ -49,10 +49,16 @@ def universe() -> Universe:
 
 
 def bucket_keys(universe: Universe) -> list[str]:
+    """The intervals' and the 1d klines' daily files, and the monthly 1d files."""
     keys = []
     for symbol in universe.symbols:
-        for day in universe.available_dates(symbol):
-            zip_key = f"{ROOT}{symbol}/1m/{symbol}-1m-{day}.zip"
+        for interval in ("1m", "1d"):
+            for day in universe.available_dates(symbol):
+                zip_key = f"{ROOT}{symbol}/{interval}/{symbol}-{interval}-{day}.zip"
+                keys += [zip_key, zip_key + ".CHECKSUM"]
+    for symbol in universe.specs:
+        for month in universe.kline_months(symbol):
+            zip_key = f"{universe.monthly_root}{symbol}/1d/{symbol}-1d-{month}.zip"
             keys += [zip_key, zip_key + ".CHECKSUM"]
     return keys
 

@@ -192,7 +192,7 @@ def test_timeline_shows_each_span_with_its_missing_days(project, capsys):
             "days_available": 8,
             "days_missing": 0,
             "status": "delisted",
-            "missing_dates": "",
+            "missing_dates": [],
         },
         {
             "symbol": "BBBUSDT",
@@ -202,9 +202,11 @@ def test_timeline_shows_each_span_with_its_missing_days(project, capsys):
             "days_available": 22,
             "days_missing": 0,
             "status": "listed",
-            "missing_dates": "",
+            "missing_dates": [],
         },
     ]
+    aaa = json.loads(answer(capsys, "timeline", "AAAUSDT", "--format", "json"))
+    assert [span["missing_dates"] for span in aaa] == [["2024-01-05", "2024-01-20", "2024-01-21"]]
     assert answer(capsys, "timeline", "DDDUSDT", "--format", "csv") == (
         "symbol,span,first_date,last_date,days_available,days_missing,status,missing_dates\n"
         "DDDUSDT,1,2024-02-01,2024-02-08,8,0,listed,\n"
@@ -333,7 +335,8 @@ def test_stats_in_every_format(project, capsys):
         "relistings              1\n"
         "missing_days_in_spans   3\n"
     )
-    assert json.loads(answer(capsys, "stats", "--format", "json")) == [STATS]
+    # A single answer is one JSON object, not a list of one.
+    assert json.loads(answer(capsys, "stats", "--format", "json")) == STATS
     assert answer(capsys, "stats", "--format", "csv") == (
         ",".join(STATS) + "\n" + ",".join(map(str, STATS.values())) + "\n"
     )
@@ -350,12 +353,18 @@ def test_dataset_option_and_a_missing_dataset(project, capsys):
     assert answer(capsys, "stats", "--dataset", "elsewhere").startswith("first_date  ")
 
 
-def test_missing_params_is_one_line(tmp_path, monkeypatch, capsys):
+def test_no_params_and_no_dataset_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert ask(capsys, "stats") == (
         1,
         "",
-        "vision-query: error: params.yaml not found: run from the repository root\n",
+        f"vision-query: error: no params.yaml in {tmp_path} or a folder above it: run inside "
+        "the repository, or name the dataset's folder with --dataset DIR\n",
+    )
+    assert ask(capsys, "stats", "--params", "other.yaml") == (
+        1,
+        "",
+        "vision-query: error: other.yaml not found: run from the repository root\n",
     )
 
 
@@ -365,7 +374,10 @@ def test_every_command_has_help_with_examples(name, capsys):
         cli.main([name, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: vision-query {name} [-h] [--format {{table,json,csv}}]")
+    usage = " ".join(out.partition("\n\n")[0].split())  # argparse wraps it as it fits
+    assert usage.startswith(
+        f"usage: vision-query {name} [-h] [--format {{table,json,csv,parquet}}] [-o FILE]"
+    )
     assert f"examples:\n  vision-query {cli.COMMANDS[name].examples[0]}\n" in out
 
 
@@ -374,8 +386,9 @@ def test_top_level_help_lists_every_command(capsys):
         cli.main(["--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0
+    listed = " ".join(out.split())  # argparse wraps and pads as it fits
     for entry in cli.COMMANDS.values():
-        assert f"    {entry.name:<10}{entry.summary[:30]}" in out
+        assert f" {entry.name} {entry.summary[:30]}" in listed
     assert "exit codes: 0 with an answer" in out
 
 
@@ -461,7 +474,9 @@ def built(tmp_path_factory) -> Iterator[tuple[ScratchProject, Universe]]:
                 "spans": {"max_gap_days": E2E_MAX_GAP_DAYS},
             },
         )
-        project.repro()
+        # The availability stages only (update and those before it): these questions are
+        # about the availability dataset, and the volume stage's downloads are not needed.
+        project.repro("update")
     yield project, universe
 
 
@@ -543,7 +558,9 @@ def test_e2e_timeline_of_every_symbol(built):
             {k: v for k, v in span.items() if k != "missing_dates"} for span in found
         ] == expected
     btc = ask_json(project, "timeline", "BTCUSDT")
-    assert [span["missing_dates"] for span in btc] == ["2024-02-10, 2024-03-01..2024-03-05"]
+    assert [span["missing_dates"] for span in btc] == [
+        ["2024-02-10", *stretch("2024-03-01", "2024-03-05")]
+    ]
 
 
 @pytest.mark.e2e
@@ -608,23 +625,19 @@ def test_e2e_stats(built):
     rows = sum((LAST - files(universe, s)[0]).days + 1 for s in symbols)
     available = sum(len(files(universe, s)) for s in symbols)
     listed = sum(spans[s][-1]["status"] == "listed" for s in symbols)
-    assert ask_json(project, "stats") == [
-        {
-            "first_date": START.isoformat(),
-            "last_date": LAST.isoformat(),
-            "symbols": len(symbols),
-            "listed_symbols": listed,
-            "delisted_symbols": len(symbols) - listed,
-            "available_on_last_date": sum(LAST in files(universe, s) for s in symbols),
-            "rows": rows,
-            "available_share": round(available / rows, 4),
-            "listing_spans": sum(map(len, spans.values())),
-            "relistings": sum(len(s) - 1 for s in spans.values()),
-            "missing_days_in_spans": sum(
-                len(x["missing_dates"]) for s in spans.values() for x in s
-            ),
-        }
-    ]
+    assert ask_json(project, "stats") == {
+        "first_date": START.isoformat(),
+        "last_date": LAST.isoformat(),
+        "symbols": len(symbols),
+        "listed_symbols": listed,
+        "delisted_symbols": len(symbols) - listed,
+        "available_on_last_date": sum(LAST in files(universe, s) for s in symbols),
+        "rows": rows,
+        "available_share": round(available / rows, 4),
+        "listing_spans": sum(map(len, spans.values())),
+        "relistings": sum(len(s) - 1 for s in spans.values()),
+        "missing_days_in_spans": sum(len(x["missing_dates"]) for s in spans.values() for x in s),
+    }
 
 
 @pytest.mark.e2e
@@ -686,3 +699,49 @@ def test_a_half_finished_commit_gives_no_answer(project, capsys):
         "run `make update` to finish it\n",
     )
     assert support.snapshot() == before
+
+
+@pytest.mark.e2e
+def test_e2e_a_dataset_fetched_with_dvc_get_answers_outside_the_repository(built, tmp_path):
+    """Done when: data fetched by `dvc get`, asked from a folder with no params.yaml or
+    dvc.lock, gives the repository's answers. The fetched folder alone uses the committed
+    spans.max_gap_days (30), so the repository is asked with a params file saying 30 too."""
+    project, _ = built
+    project.commit("the built dataset")  # dvc get reads dvc.lock from git, data from the cache
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fetched = project.run(
+        "dvc", "get", str(project.root), "data/availability", "-o", str(outside / "avail")
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert not any(
+        (folder / name).exists()
+        for folder in (outside, *outside.parents)
+        for name in ("params.yaml", "dvc.lock")
+    )
+    committed = tmp_path / "committed.yaml"
+    committed.write_text(project.read("params.yaml"), encoding="utf-8")
+    support.set_params({"spans": {"max_gap_days": 30}}, committed)
+    questions = [
+        ("snapshot", "2024-03-03"),
+        ("timeline", "NEARUSDT"),
+        ("listings", "--since", START.isoformat()),
+        ("gaps",),
+        ("stats",),
+        ("panel", "--since", "2024-01-25", "--until", "2024-03-06", "--no-volume"),
+    ]
+    script = str(Path(sys.executable).parent / "vision-query")
+    for question in questions:
+        in_repo = ask_json(project, *question, "--params", str(committed))
+        asked = subprocess.run(
+            [script, *question, "--dataset", "avail", "--format", "json"],
+            cwd=outside,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (asked.returncode, asked.stderr) == (0, ""), question
+        assert json.loads(asked.stdout) == in_repo, question
+    # At 30 days, NEAR's 8-day gap and AGAIN's 19-day gap are inside one span each.
+    assert len(ask_json(project, "timeline", "AGAINUSDT", "--params", str(committed))) == 1
+    assert len(ask_json(project, "timeline", "AGAINUSDT")) == 2

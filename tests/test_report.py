@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections import Counter
 
 import polars as pl
@@ -23,18 +22,22 @@ from pipeline.dataset.changes import CHANGES_SCHEMA
 from pipeline.dataset.spans import spans_with_status
 from pipeline.dataset.store import write_frame
 from pipeline.entry import run_stage
-from pipeline.stages import report
-from pipeline.stages.report import (
+from pipeline.report.data import (
+    AVAILABILITY_BY_MONTH,
     AVAILABLE_PER_DAY,
     LISTINGS_PER_MONTH,
-    REPORT_SPANS_SCHEMA,
+    MISSING_PER_DAY,
+    availability_by_month,
     available_per_day,
-    change_counts,
     listings_per_month,
-    summary,
+    missing_per_day,
 )
+from pipeline.report.figures import FIGURES
+from pipeline.stages import report
+from pipeline.stages.report import REPORT_SPANS_SCHEMA, change_counts, summary
 from pipeline.symbols import is_delivery
 from tests.support import ONE_DAY, ROOT, D, commit_dataset, dates, frame, row, write_params
+from tests.test_report_page import bars, svgs
 
 # as_of 2024-01-11: rows run through 2024-01-10. Spans split on gaps longer than 2 days.
 AS_OF = D("2024-01-11")
@@ -107,6 +110,8 @@ def test_available_per_day_counts_the_symbols_with_a_file_on_each_date():
 
 def test_listings_per_month_count_span_starts_and_delisted_span_ends_with_empty_months():
     spans = spans_frame(
+        # The dataset's first month: its spans were mostly listed before it, and are left out.
+        ("FIRSTUSDT", "2023-10-01", "2024-02-03", 126, 0, "listed"),
         ("AAAUSDT", "2023-10-30", "2023-11-02", 4, 0, "delisted"),
         ("AAAUSDT", "2024-01-20", "2024-02-03", 15, 0, "listed"),  # a relisting is a listing
         ("BBBUSDT", "2023-11-05", "2024-02-03", 91, 0, "listed"),  # listed: no delisting
@@ -114,7 +119,6 @@ def test_listings_per_month_count_span_starts_and_delisted_span_ends_with_empty_
     )
     per_month = listings_per_month(spans.lazy(), D("2024-02-03")).collect()
     assert per_month.to_dicts() == [
-        {"month": "2023-10", "listings": 1, "delistings": 0},
         {"month": "2023-11", "listings": 1, "delistings": 1},
         {"month": "2023-12", "listings": 0, "delistings": 0},
         {"month": "2024-01", "listings": 2, "delistings": 1},
@@ -122,11 +126,78 @@ def test_listings_per_month_count_span_starts_and_delisted_span_ends_with_empty_
     ]
 
 
+def test_a_dataset_within_one_month_has_no_listing_month():
+    spans = spans_with_status(hand_rows().lazy(), LAST, MAX_GAP)
+    assert listings_per_month(spans, LAST).collect().height == 0
+
+
+def test_missing_per_day_counts_listed_symbols_without_a_file_and_files_published_late():
+    spans = spans_with_status(hand_rows().lazy(), LAST, MAX_GAP).collect()
+    log = changes_frame(
+        {**change("appeared", dt.datetime(2024, 1, 3, tzinfo=dt.UTC)), "symbol": "BACKUSDT"},
+        change("appeared", dt.datetime(2024, 1, 3, tzinfo=dt.UTC)),
+        change("removed", dt.datetime(2024, 1, 4, tzinfo=dt.UTC)),
+        change("appeared", dt.datetime(2024, 1, 5, tzinfo=dt.UTC)),  # AAA again: once
+        {**change("replaced", dt.datetime(2024, 1, 5, tzinfo=dt.UTC)), "date": D("2024-01-04")},
+    )
+    per_day = missing_per_day(hand_rows().lazy(), spans.lazy(), log.lazy(), LAST).collect()
+    missing = {D("2024-01-05"): 1, D("2024-01-09"): 1, D("2024-01-10"): 1}
+    assert per_day.to_dicts() == [
+        {
+            "date": day,
+            # AAA's one-day gap; EDGE's days since its last file (its span is still listed).
+            # Not OLD's and GONE's after their delisting, nor BACK's between its two spans.
+            "missing": missing.get(day, 0),
+            "published_late": 2 if day == D("2024-01-02") else 0,  # AAA, BACK
+        }
+        for day in sorted(january(1, 10))
+    ]
+
+
+def test_availability_by_month_is_the_share_of_listed_days_with_a_file_in_listing_order():
+    spans = spans_with_status(hand_rows().lazy(), LAST, MAX_GAP)
+    cells = availability_by_month(hand_rows().lazy(), spans, LAST).collect()
+    assert cells.to_dicts() == [
+        {"month": "2024-01", "symbol": s, "first_date": D(f), "days": d, "files": f_, "share": r}
+        for s, f, d, f_, r in [
+            ("AAAUSDT", "2024-01-01", 10, 9, 0.9),
+            ("BACKUSDT", "2024-01-01", 7, 7, 1.0),  # 2 + 5: not the 3 days between its spans
+            ("EDGEUSDT", "2024-01-01", 10, 8, 0.8),  # listed through LAST, no file since the 8th
+            ("GONEUSDT", "2024-01-01", 7, 7, 1.0),
+            ("OLDUSDT", "2024-01-01", 3, 3, 1.0),
+            ("NEARUSDT", "2024-01-03", 8, 8, 1.0),
+            ("NEWUSDT", "2024-01-04", 7, 7, 1.0),
+        ]
+    ]
+
+
+def test_availability_by_month_leaves_out_the_months_a_symbol_was_not_listed():
+    last = D("2024-04-20")
+    files = {*dates("2024-01-20", "2024-02-05"), *dates("2024-04-10", "2024-04-15")}
+    rows = frame(*(row(str(day), "XUSDT", day in files) for day in dates("2024-01-20", last)))
+    spans = spans_with_status(rows.lazy(), last, 30)
+    cells = availability_by_month(rows.lazy(), spans, last).collect()
+    assert cells.select("month", "days", "files", "share").rows() == [
+        ("2024-01", 12, 12, 1.0),
+        ("2024-02", 5, 5, 1.0),  # delisted on the 5th: a full month until then, no hole
+        # No March: between a delisting and a relisting.
+        ("2024-04", 11, 6, 0.545),  # relisted on the 10th; no file since the 15th yet
+    ]
+
+
 def test_no_rows_give_no_spans_days_or_months():
     rows = frame().lazy()
     spans = spans_with_status(rows, LAST, MAX_GAP)
-    collected = pl.collect_all([spans, available_per_day(rows), listings_per_month(spans, LAST)])
-    assert [part.height for part in collected] == [0, 0, 0]
+    collected = pl.collect_all(
+        [
+            spans,
+            available_per_day(rows),
+            listings_per_month(spans, LAST),
+            missing_per_day(rows, spans, changes_frame().lazy(), LAST),
+            availability_by_month(rows, spans, LAST),
+        ]
+    )
+    assert [part.height for part in collected] == [0, 0, 0, 0, 0]
     assert summary(frame(), collected[0], LAST) == {
         "symbols": 0,
         "available_yesterday": 0,
@@ -208,6 +279,10 @@ def test_the_stage_writes_spans_summary_and_plot_data(project):
         "changes_removed": 0,
         "changes_replaced": 1,
         "changes_last_7_days": 1,
+        # The run the report page shades the lookback window of (params.yaml's 20 days,
+        # from no earlier than dataset.start_date).
+        "as_of": "2024-01-11",
+        "lookback_start": "2024-01-01",
     }
     assert text == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     per_day = (config.paths.plots / AVAILABLE_PER_DAY).read_text().splitlines()
@@ -215,7 +290,18 @@ def test_the_stage_writes_spans_summary_and_plot_data(project):
     assert per_day[1:3] == ["2024-01-01,5", "2024-01-02,5"]
     assert len(per_day) == 1 + 10
     per_month = (config.paths.plots / LISTINGS_PER_MONTH).read_text().splitlines()
-    assert per_month == ["month,listings,delistings", "2024-01,8,3"]
+    assert per_month == ["month,listings,delistings"]  # the dataset's first month only
+    missing = (config.paths.plots / MISSING_PER_DAY).read_text().splitlines()
+    assert missing[0] == "date,missing,published_late"
+    assert [line for line in missing[1:] if not line.endswith(",0,0")] == [
+        "2024-01-05,1,0",
+        "2024-01-09,1,0",
+        "2024-01-10,1,0",
+    ]
+    cells = pl.read_csv(config.paths.plots / AVAILABILITY_BY_MONTH, try_parse_dates=True)
+    assert cells.equals(
+        availability_by_month(hand_rows().lazy(), HAND_SPANS.lazy(), LAST).collect()
+    )
 
 
 def test_no_change_log_yet_counts_no_change(project):
@@ -264,14 +350,19 @@ def declared(entries: list) -> dict[str, dict]:
     }
 
 
-def test_dvc_yaml_declares_the_report_outputs_and_draws_both_plot_files():
+PLOT_FILES = (AVAILABLE_PER_DAY, LISTINGS_PER_MONTH, MISSING_PER_DAY, AVAILABILITY_BY_MONTH)
+
+
+def test_dvc_yaml_declares_the_report_outputs_and_draws_every_plot_file():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stage = dvc["stages"]["report"]
-    files = [f"${{paths.plots}}/{name}" for name in (AVAILABLE_PER_DAY, LISTINGS_PER_MONTH)]
+    files = [f"${{paths.plots}}/{name}" for name in PLOT_FILES]
     outs = declared(stage["outs"])
     assert set(outs) == {"${paths.spans}", *files}
     # Git-tracked, like the metrics: the scheduled workflow commits metrics/.
-    assert [outs[name]["cache"] for name in files] == [False, False]
+    assert [outs[name]["cache"] for name in files] == [False] * len(files)
+    # The page shades the lookback window: its length is an input of the stage.
+    assert "update.lookback_days" in stage["params"]
     assert declared(stage["metrics"])["${paths.summary}"]["cache"] is False
     # A plot draws the file it is named after, or the files its `y` maps to columns.
     drawn = [
@@ -279,7 +370,7 @@ def test_dvc_yaml_declares_the_report_outputs_and_draws_both_plot_files():
         for plot in dvc["plots"]
         for name, props in plot.items()
     ]
-    assert set().union(*drawn) == set(files)
+    assert set(files) <= set().union(*drawn)
     templates = {props["template"] for plot in dvc["plots"] for props in plot.values()}
     assert all((ROOT / template).is_file() for template in templates)
 
@@ -345,18 +436,18 @@ def truth_per_day(universe: Universe, last: dt.date) -> dict[str, int]:
 
 
 def truth_per_month(spans: pl.DataFrame) -> dict[tuple[str, str], int]:
-    """{(month, "listings" | "delistings"): count}, months without either left out."""
+    """{(month, "listings" | "delistings"): count}, months without either and the dataset's
+    first month left out."""
     rows = spans.iter_rows(named=True)
-    return dict(
-        Counter(
-            key
-            for span in rows
-            for key in [
-                (f"{span['first_date']:%Y-%m}", "listings"),
-                *([(f"{span['last_date']:%Y-%m}", "delistings")] * (span["status"] == "delisted")),
-            ]
-        )
+    counts = Counter(
+        key
+        for span in rows
+        for key in [
+            (f"{span['first_date']:%Y-%m}", "listings"),
+            *([(f"{span['last_date']:%Y-%m}", "delistings")] * (span["status"] == "delisted")),
+        ]
     )
+    return {key: n for key, n in counts.items() if key[0] != f"{E2E_START:%Y-%m}"}
 
 
 def plotted(values: list[dict], x: str) -> dict:
@@ -393,13 +484,14 @@ def check_report(project: ScratchProject, universe: Universe, as_of: dt.date) ->
     assert plotted(daily["data"]["values"], "date") == per_day
     monthly = plots["listings_per_month"][0]["content"]["data"]["values"]
     assert nonzero(plotted(monthly, "month")) == truth_per_month(spans)
+    missing = plots["missing_per_day"][0]["content"]
+    assert missing["encoding"]["x"]["type"] == "temporal"
+    assert {v["date"] for v in missing["data"]["values"]} == set(per_day)
+    heatmap = plots["metrics/plots/availability_by_month.csv"][0]["content"]
+    cells = pl.read_csv(project.root / "metrics/plots/availability_by_month.csv")
+    assert len(heatmap["data"]["values"]) == cells.height
+    assert set(cells["symbol"]) == set(spans["symbol"])
     return metrics
-
-
-def rendered_specs(html: str) -> dict[str, dict]:
-    """The Vega-Lite specs `dvc plots show` embeds in its page, by title."""
-    specs = [json.loads(spec) for spec in re.findall(r"var spec = (\{.*\});$", html, re.M)]
-    return {spec["title"]["text"]: spec for spec in specs}
 
 
 @pytest.mark.e2e
@@ -433,14 +525,12 @@ def test_dvc_repro_reports_spans_metrics_and_plots_of_the_universe(tmp_path):
         assert metrics["changes_total"] == 0
 
         made = project.make("report")
-        page = project.root / "reports/plots/index.html"
+        page = project.root / "reports/index.html"
         assert made.returncode == 0, made.stderr
         assert made.stdout.splitlines()[-1] == page.as_uri()
-        specs = rendered_specs(page.read_text(encoding="utf-8"))
-        daily = specs["Symbols with a daily file, per day"]["data"]["values"]
-        assert plotted(daily, "date") == truth_per_day(universe, E2E_AS_OF - ONE_DAY)
-        monthly = specs[next(title for title in specs if title.startswith("Listings"))]
-        assert nonzero(plotted(monthly["data"]["values"], "month")) == truth_per_month(spans)
+        drawn = svgs(page.read_text(encoding="utf-8"))
+        assert list(drawn) == [figure.anchor for figure in FIGURES]
+        assert nonzero(bars(drawn["listings-per-month"])) == truth_per_month(spans)
 
         # The next day: a late file appears, a file is removed and one re-uploaded.
         next_day = E2E_AS_OF + ONE_DAY

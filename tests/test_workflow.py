@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.errors import PipelineError
+from pipeline.ops import release
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "update.yml"
 BIN = Path(sys.executable).parent
@@ -206,7 +209,7 @@ def test_update_then_publish_then_the_commit_only_when_something_changed():
     audit = runs.index('make audit AS_OF="$AS_OF" LOOKBACK_DAYS="$LOOKBACK_DAYS"')
     publish = runs.index("make publish")
     stage = steps().index(step("Stage symbols.json, dvc.lock and the metrics"))
-    commit = steps().index(step("Commit and push"))
+    commit = steps().index(step("Commit, tag and push"))
     assert update < audit < publish < stage < commit
     # Either runs the whole pipeline, pulling first: the same one-off params and credentials.
     for pinned in (update, audit):
@@ -219,7 +222,12 @@ def test_update_then_publish_then_the_commit_only_when_something_changed():
     assert "[skip ci]" in steps()[commit]["run"]
     # Nothing after a failure but the report: no publish, no commit (no `if: always()`).
     conditional = [s["name"] for s in steps() if "if" in s]
-    assert conditional == ["make update", "make audit", "Commit and push", "Report the failure"]
+    assert conditional == [
+        "make update",
+        "make audit",
+        "Commit, tag and push",
+        "Report the failure",
+    ]
     assert steps()[-1]["if"] == "failure()"
 
 
@@ -283,6 +291,9 @@ def checkout(tmp_path) -> tuple[Path, Path]:
     subprocess.run(["git", "add", "."], cwd=work, check=True)
     subprocess.run([*git, "commit", "--quiet", "-m", "v1"], cwd=work, check=True)
     subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=work, check=True)
+    # What the release step reads: dvc.yaml's artifacts, through .venv's pipeline.ops.release.
+    (work / "dvc.yaml").write_bytes((ROOT / "dvc.yaml").read_bytes())
+    (work / ".venv").symlink_to(ROOT / ".venv")
     return hosted, work
 
 
@@ -320,19 +331,20 @@ def test_only_symbols_dvc_lock_and_metrics_are_committed(checkout, tmp_path):
     assert staged(work) == ["dvc.lock", "metrics/validation.json"]
 
 
-def test_the_commit_is_pushed_with_skip_ci_by_the_bot(checkout, tmp_path):
-    hosted, work = checkout
-    (work / "symbols.json").write_text("symbols.json v2\n", encoding="utf-8")
-    assert stage_changes(work, tmp_path) == "changed=true\n"
+def commit_tag_and_push(hosted: Path, work: Path, tmp_path: Path, as_of: str):
+    """The step, pushing to `hosted` instead of GitHub; its run summary's text."""
+    summary = tmp_path / "summary"
+    summary.write_text("", encoding="utf-8")
     token_url = "https://x-access-token:t0ken@github.example/owner/repo.git"
     result = run_step(
-        "Commit and push",
+        "Commit, tag and push",
         {
-            "AS_OF": "2024-06-01",
+            "AS_OF": as_of,
             "GH_TOKEN": "t0ken",
             "GITHUB_SERVER_URL": "https://github.example",
             "GITHUB_REPOSITORY": "owner/repo",
             "GITHUB_REF": "refs/heads/main",
+            "GITHUB_STEP_SUMMARY": str(summary),
             # The push goes to the hosted repository's URL with the token; send it here instead.
             "GIT_CONFIG_COUNT": "1",
             "GIT_CONFIG_KEY_0": f"url.{hosted}.insteadOf",
@@ -341,15 +353,117 @@ def test_the_commit_is_pushed_with_skip_ci_by_the_bot(checkout, tmp_path):
         work,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    head = subprocess.run(
-        ["git", "log", "-1", "--format=%an|%s", "main"],
-        cwd=hosted,
-        capture_output=True,
-        text=True,
+    return summary.read_text(encoding="utf-8")
+
+
+def hosted_git(hosted: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=hosted, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_commit_is_pushed_with_skip_ci_by_the_bot_and_tagged_as_a_release(checkout, tmp_path):
+    hosted, work = checkout
+    (work / "symbols.json").write_text("symbols.json v2\n", encoding="utf-8")
+    assert stage_changes(work, tmp_path) == "changed=true\n"
+    summary = commit_tag_and_push(hosted, work, tmp_path, "2024-06-01")
+    head = hosted_git(hosted, "log", "-1", "--format=%an|%s", "main")
+    assert head == "github-actions[bot]|data: update as of 2024-06-01 [skip ci]"
+    assert hosted_git(hosted, "show", "main:symbols.json") == "symbols.json v2"
+    release = ["data-2024-06-01", "availability@v20240601.0.0", "volume@v20240601.0.0"]
+    assert hosted_git(hosted, "tag", "--list", "--sort=refname").split() == sorted(release)
+    for tag in release:
+        # Annotated, by the bot, on the pushed commit.
+        assert hosted_git(hosted, "cat-file", "-t", tag) == "tag"
+        assert hosted_git(hosted, "rev-parse", f"{tag}^{{commit}}") == hosted_git(
+            hosted, "rev-parse", "main"
+        )
+        assert hosted_git(hosted, "tag", "--list", "--format=%(taggername)", tag) == (
+            "github-actions[bot]"
+        )
+    assert summary == f"Released the dataset as of 2024-06-01 as: {' '.join(release)}\n"
+
+    # A second release of the same date (the Sunday audit after the daily run) takes .1.
+    (work / "dvc.lock").write_text("dvc.lock v3\n", encoding="utf-8")
+    assert stage_changes(work, tmp_path) == "changed=true\n"
+    commit_tag_and_push(hosted, work, tmp_path, "2024-06-01")
+    second = hosted_git(hosted, "tag", "--points-at", "main", "--sort=refname").split()
+    assert second == ["availability@v20240601.1.0", "data-2024-06-01.1", "volume@v20240601.1.0"]
+
+
+def test_a_push_that_fails_leaves_no_release_behind(checkout, tmp_path):
+    hosted, work = checkout
+    # The hosted branch moved on meanwhile: the atomic push refuses the commit and its tags.
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "--quiet", hosted, other], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@l",
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-m",
+            "elsewhere",
+        ],
+        cwd=other,
         check=True,
     )
-    assert head.stdout.strip() == "github-actions[bot]|data: update as of 2024-06-01 [skip ci]"
-    shown = subprocess.run(
-        ["git", "show", "main:symbols.json"], cwd=hosted, capture_output=True, text=True
+    subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=other, check=True)
+    (work / "symbols.json").write_text("symbols.json v2\n", encoding="utf-8")
+    assert stage_changes(work, tmp_path) == "changed=true\n"
+    with pytest.raises(AssertionError):
+        commit_tag_and_push(hosted, work, tmp_path, "2024-06-01")
+    assert hosted_git(hosted, "tag", "--list") == ""
+
+
+def test_the_runner_writes_to_its_own_default_remote_in_config_local(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["git", "init", "--quiet"], cwd=work, check=True)
+    env = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([BIN / "dvc", "init", "--quiet"], cwd=work, check=True, env=env)
+    for name in ("Makefile", ".dvc/config"):
+        (work / name).write_bytes((ROOT / name).read_bytes())
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    result = run_step(
+        "Use the S3 remote",
+        {
+            "DVC_REMOTE_URL": "s3://bucket/vision",
+            "DVC_REMOTE_REGION": "eu-west-1",
+            "DVC_REMOTE_ENDPOINT_URL": "",
+            # make: the scratch directory has no lock files to build .venv from; it is built.
+            "MAKEFLAGS": "RUNTIME=",
+        },
+        work,
     )
-    assert shown.stdout == "symbols.json v2\n"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (work / ".dvc" / "config").read_bytes() == (ROOT / ".dvc" / "config").read_bytes()
+    local = (work / ".dvc" / "config.local").read_text(encoding="utf-8")
+    assert local.split("\n") == [
+        "[core]",
+        "    remote = write",
+        "['remote \"write\"']",
+        "    url = s3://bucket/vision",
+        "    region = eu-west-1",
+        "",
+    ]
+
+
+def test_release_names_come_from_dvc_yaml_and_refuse_what_ls_remote_should_not_print(tmp_path):
+    assert release.artifact_names(ROOT / "dvc.yaml") == ["availability", "volume"]
+    sha = "a" * 40
+    listed = f"{sha}\trefs/tags/data-2024-06-01\n{sha}\trefs/tags/v1.0\n"
+    assert release.tags_of(listed) == ["data-2024-06-01", "v1.0"]
+    with pytest.raises(PipelineError, match=r"^line 2 of git ls-remote's output is not a tag"):
+        release.tags_of(f"{sha}\trefs/tags/ok\n{sha}\trefs/heads/main\n")
+    bad = tmp_path / "dvc.yaml"
+    bad.write_text("artifacts:\n  Not_Valid-:\n    path: x\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="artifact name 'Not_Valid-' is not one DVC accepts"):
+        release.artifact_names(bad)
+    bad.write_text("stages: {}\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="declares no artifacts"):
+        release.artifact_names(bad)

@@ -1,13 +1,15 @@
 """An offline, S3-compatible emulator of the Binance Vision bucket, for tests, demos and benchmarks.
 
-`Universe` describes which daily files exist; `Emulator` serves it over HTTP with optional
-faults; `generate_universe` builds realistic universes from the real symbol names.
+`Universe` describes which daily files exist (and, from them, the daily and monthly 1d kline
+files, whose ground truth `Universe.kline_rows` gives); `Emulator` serves it over HTTP with
+optional faults; `generate_universe` builds realistic universes from the real symbol names.
 """
 
 from devtools.emulator.generate import generate_universe, load_reference
 from devtools.emulator.server import Emulator, Knobs
 from devtools.emulator.universe import (
     BUCKET,
+    KlineRow,
     ListPage,
     ObjectMeta,
     SymbolSpec,
@@ -20,6 +22,7 @@ from devtools.emulator.universe import (
 __all__ = [
     "BUCKET",
     "Emulator",
+    "KlineRow",
     "Knobs",
     "ListPage",
     "ObjectMeta",

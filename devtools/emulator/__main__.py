@@ -61,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_prefix_fault,
         default=[],
         metavar="PREFIX=KIND",
-        help=f"listings of prefixes starting with PREFIX always get KIND, one of "
-        f"{', '.join(PREFIX_FAULTS)} (repeatable)",
+        help=f"listings of prefixes starting with PREFIX, and HEADs and GETs of keys that do, "
+        f"always get KIND where it applies, one of {', '.join(PREFIX_FAULTS)} (repeatable)",
     )
     serve.add_argument("--seed", type=int, default=0, help="seed of the fault generator")
     serve.set_defaults(run=_serve)

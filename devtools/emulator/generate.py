@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,8 +27,9 @@ DEFAULT_START = date(2019, 9, 25)
 FIRST_SNAPSHOT = date(2025, 11, 16)
 
 _LISTED_AT_START = 0.15
-# Binance futures opened with BTCUSDT on 2019-09-25; it has traded every day since.
-_FOUNDING_SYMBOLS = frozenset({"BTCUSDT"})
+# Binance futures opened with BTCUSDT on 2019-09-25 and ETHUSDT followed within weeks; both
+# have traded every day since, and examples name them: they are listed from the first day.
+_FOUNDING_SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
 _DELISTED = 0.10
 _RELISTED_AFTER_DELISTING = 0.15
 _MISSING_PER_DAY = 0.003
@@ -68,11 +69,13 @@ def generate_universe(
     n_symbols: int | None = None,
     include_delivery: bool = True,
     seed: int = 0,
+    include: Collection[str] = (),
 ) -> Universe:
     """A universe of the reference names on `today`, or a seeded subset of `n_symbols` of them.
 
     A subset always keeps the non-ASCII names, one SETTLED name and (with delivery contracts)
-    one delivery contract, because those are the names that break naive code.
+    one delivery contract, because those are the names that break naive code, and the names
+    in `include` (the demo's: the symbols the README's examples ask about).
     """
     calendar = _Calendar(
         start=start,
@@ -91,8 +94,11 @@ def generate_universe(
             spec = _delivery_history(_rng(seed, name), calendar, _expiry(name))
             if spec is not None:
                 specs[name] = spec
+    unknown = sorted(set(include) - set(specs))
+    if unknown:
+        raise ValueError(f"not in the reference symbols: {', '.join(unknown)}")
     if n_symbols is not None:
-        keep = _subset(specs, n_symbols, random.Random(f"{seed}/subset"))
+        keep = _subset(specs, n_symbols, random.Random(f"{seed}/subset"), include)
         specs = {name: specs[name] for name in keep}
     return Universe(today=today, specs=specs)
 
@@ -183,12 +189,19 @@ def _ordinals(span: Span, last: date) -> range:
     return range(start.toordinal(), stop.toordinal() + 1)
 
 
-def _subset(specs: Mapping[str, SymbolSpec], n_symbols: int, rng: random.Random) -> list[str]:
+def _subset(
+    specs: Mapping[str, SymbolSpec],
+    n_symbols: int,
+    rng: random.Random,
+    include: Collection[str] = (),
+) -> list[str]:
     names = sorted(specs)
-    must = [name for name in names if not name.isascii()]
+    # Sorted and without repeats, so the subset depends on which names, not on their order.
+    must = sorted(set(include) | {name for name in names if not name.isascii()})
     settled = [name for name in names if "SETTLED" in name]
     delivery = [name for name in names if name.rpartition("_")[2].isdigit()]
-    must += [rng.choice(group) for group in (settled, delivery) if group]
+    chosen = [rng.choice(group) for group in (settled, delivery) if group]
+    must += [name for name in chosen if name not in must]
     if n_symbols < len(must):
         raise ValueError(f"a subset needs at least {len(must)} symbols, got {n_symbols}")
     others = [name for name in names if name not in must]

@@ -3,13 +3,16 @@
 It answers what the pipeline asks of Binance Vision: ListObjects V1 and V2 on the path-style
 bucket `/data.binance.vision`, and HEAD/GET of a key both there and at `/<key>` (the shape of a
 download URL). Knobs inject the failures real S3 and the networks in front of it produce:
-transient ones at random (503 SlowDown, connection resets) and permanent ones for chosen
-prefixes (an S3 error document or broken XML with status 200, a body cut short or trickling,
-an HTML page, a 404, a 503 or a 500 every time, and pages that break the protocol: looping or
-empty continuation tokens, foreign prefixes and keys, no EncodingType echo), so retry logic,
-the client's checks and error messages can be tested; counters let tests assert how many
-requests a stage made and how many faults it met. Everything under
-`/_emulator/` is control: never delayed, faulted or counted.
+transient ones at random (503 SlowDown, connection resets) on every request, and permanent
+ones for chosen prefixes (an S3 error document or broken XML with status 200, a body cut short
+or trickling, an HTML page, a 404, a 503 or a 500 every time, and pages that break the
+protocol: looping or empty continuation tokens, foreign prefixes and keys, no EncodingType
+echo). Prefix faults hit listings whose prefix starts with the faulted prefix and HEADs and
+GETs of keys that do, each kind where it makes sense (OBJECT_FAULTS, LISTING_FAULTS); two
+corrupt a GET's bytes under headers that still promise the listed size and ETag. So retry
+logic, the client's checks and error messages can be tested; counters let tests assert how
+many requests a stage made ("list", "head", "get") and how many faults it met. Everything
+under `/_emulator/` is control: never delayed, faulted or counted.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ from devtools.emulator.universe import (
     ListPage,
     Universe,
     list_objects,
-    object_body,
 )
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -70,6 +72,14 @@ KINDS = ("list", "head", "get")
 #                   the page with one more CommonPrefix: "", one two levels down
 #                   ("{prefix}A/B/"), or OTHER_MARKET_FOLDER
 #   key_outside_prefix  the page with one more key, under OTHER_MARKET_FOLDER
+# What a HEAD or GET of a key under a faulted prefix answers: the same as a listing for the
+# faults that replace the answer (error_document, html, slowdown, internal_error,
+# not_found_html, no_such_key, bad_retry_after). The faults of a body hit a GET of an existing
+# key only (a HEAD is answered truthfully): truncated and trickle send the object's bytes as
+# they send a page; and, with the object's listed ETag and Last-Modified (object-only faults):
+#   corrupt_body    its Content-Length, every 7th byte flipped: only the bytes' digests tell
+#   short_body      the first half of its bytes, and a Content-Length that says so
+# The protocol faults (malformed, the token, encoding and foreign-entry ones) are listing-only.
 PREFIX_FAULTS = (
     "malformed",
     "error_document",
@@ -88,7 +98,22 @@ PREFIX_FAULTS = (
     "prefix_nested",
     "prefix_other_market",
     "key_outside_prefix",
+    "corrupt_body",
+    "short_body",
 )
+OBJECT_FAULTS = frozenset(PREFIX_FAULTS) - {
+    "malformed",
+    "looping_token",
+    "empty_token",
+    "no_encoding_echo",
+    "prefix_empty",
+    "prefix_nested",
+    "prefix_other_market",
+    "key_outside_prefix",
+}
+LISTING_FAULTS = frozenset(PREFIX_FAULTS) - {"corrupt_body", "short_body"}
+# Faults of a body: a HEAD has none, and a 404 sends its own.
+_BODY_FAULTS = frozenset({"truncated", "trickle", "corrupt_body", "short_body"})
 # Counted by what was answered: a random 503 and a prefix's 503 are both a "slowdown".
 FAULTS = ("slowdown", "reset", *(fault for fault in PREFIX_FAULTS if fault != "slowdown"))
 TRICKLE_INTERVAL_S = 0.5
@@ -117,9 +142,10 @@ class Knobs:
 
     `slowdown_rate` and `reset_rate` are fractions of requests, drawn from a generator seeded
     with `seed`. A 503 SlowDown carries `Retry-After: retry_after_s`, or no Retry-After when
-    it is None (as S3 itself sends it). `prefix_faults` maps listing prefixes to one of
-    PREFIX_FAULTS: a listing whose prefix starts with one of them always gets that fault (the
-    longest matching prefix wins), after any random fault drawn for the request.
+    it is None (as S3 itself sends it). `prefix_faults` maps prefixes to one of PREFIX_FAULTS:
+    a listing whose prefix starts with one of them, or a HEAD or GET of a key that does, always
+    gets that fault, after any random fault drawn for the request. Of the faulted prefixes
+    whose kind applies to the request (LISTING_FAULTS, OBJECT_FAULTS), the longest wins.
     """
 
     latency_ms: float = 0.0
@@ -163,9 +189,13 @@ class Knobs:
         d["prefix_faults"] = dict(self.prefix_faults)
         return d
 
-    def prefix_fault(self, prefix: str) -> str | None:
-        """The fault of the longest faulted prefix that `prefix` starts with, if any."""
-        matches = [faulted for faulted in self.prefix_faults if prefix.startswith(faulted)]
+    def prefix_fault(self, prefix: str, kinds: frozenset[str] = LISTING_FAULTS) -> str | None:
+        """The fault of the longest faulted prefix that `prefix` starts with, among `kinds`."""
+        matches = [
+            faulted
+            for faulted, kind in self.prefix_faults.items()
+            if kind in kinds and prefix.startswith(faulted)
+        ]
         return self.prefix_faults[max(matches, key=len)] if matches else None
 
 
@@ -429,6 +459,14 @@ def _damaged(body: bytes, fault: str, prefix: str) -> bytes:
     return body
 
 
+def _corrupted(body: bytes) -> bytes:
+    """`body` with every 7th byte flipped: same length, other bytes (a faulty proxy or disk)."""
+    damaged = bytearray(body)
+    for at in range(0, len(damaged), 7):
+        damaged[at] ^= 0xFF
+    return bytes(damaged)
+
+
 def listing_body(universe: Universe, params: Mapping[str, list[str]]) -> bytes:
     """The ListBucketResult a ListObjects request with these query params gets, faults aside.
 
@@ -527,7 +565,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.state.knobs.prefix_fault(prefix)
         if fault is not None:
             self.state.counters.fault(fault)
-            if self._answer_instead_of_listing(fault):
+            if self._answer_instead(fault):
                 return
         if fault == "looping_token":
             params.pop("continuation-token", None)  # the loop: always the first page again
@@ -547,24 +585,24 @@ class _Handler(BaseHTTPRequestHandler):
             trickle=fault == "trickle",
         )
 
-    def _answer_instead_of_listing(self, fault: str) -> bool:
-        """Send the answer of a fault that replaces the listing; False for those that damage it."""
+    def _answer_instead(self, fault: str, method: str = "GET") -> bool:
+        """Send the answer of a fault that replaces the answer; False for those that damage it."""
         internal = "We encountered an internal error. Please try again."
         if fault == "slowdown":
-            self._send_slowdown("GET")
+            self._send_slowdown(method)
         elif fault == "bad_retry_after":
             slow = "Please reduce your request rate."
-            self._send_error(503, "SlowDown", slow, "GET", headers={"Retry-After": "soon"})
+            self._send_error(503, "SlowDown", slow, method, headers={"Retry-After": "soon"})
         elif fault == "not_found_html":
-            self._send(404, _NOT_FOUND_PAGE, "text/html", "GET")
+            self._send(404, _NOT_FOUND_PAGE, "text/html", method)
         elif fault == "no_such_key":
-            self._send_error(404, "NoSuchKey", "The specified key does not exist.", "GET")
+            self._send_error(404, "NoSuchKey", "The specified key does not exist.", method)
         elif fault == "internal_error":
-            self._send_error(500, "InternalError", internal, "GET")
+            self._send_error(500, "InternalError", internal, method)
         elif fault == "error_document":
-            self._send_error(200, "InternalError", internal, "GET")
+            self._send_error(200, "InternalError", internal, method)
         elif fault == "html":
-            self._send(200, _PORTAL_PAGE, "text/html; charset=utf-8", "GET")
+            self._send(200, _PORTAL_PAGE, "text/html; charset=utf-8", method)
         else:
             return False
         return True
@@ -572,10 +610,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _object(self, method: str, key: str) -> None:
         if not self._admit(method, method.lower(), key[: key.rfind("/") + 1]):
             return
-        if not self.state.universe.has_object(key):
+        kinds = OBJECT_FAULTS if method == "GET" else OBJECT_FAULTS - _BODY_FAULTS
+        fault = self.state.knobs.prefix_fault(key, kinds)
+        if fault is not None and fault not in _BODY_FAULTS:
+            self.state.counters.fault(fault)
+            self._answer_instead(fault, method)
+            return
+        universe = self.state.universe
+        if not universe.has_object(key):
             self._send_error(404, "NoSuchKey", "The specified key does not exist.", method, key)
             return
-        meta = self.state.universe.meta(key)
+        if fault is not None:
+            self.state.counters.fault(fault)
+        meta = universe.meta(key)
         content_type = "text/plain" if key.endswith(CHECKSUM_SUFFIX) else "application/zip"
         headers = {
             "ETag": f'"{meta.etag}"',
@@ -584,8 +631,21 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if method == "HEAD":
             self._send(200, b"", content_type, method, headers=headers, length=meta.size)
-        else:
-            self._send(200, object_body(key, meta), content_type, method, headers=headers)
+            return
+        body = universe.body(key)
+        if fault == "corrupt_body":
+            body = _corrupted(body)
+        elif fault == "short_body":
+            body = body[: len(body) // 2]
+        self._send(
+            200,
+            body,
+            content_type,
+            method,
+            headers=headers,
+            cut_short=fault == "truncated",
+            trickle=fault == "trickle",
+        )
 
     def _reset_connection(self) -> None:
         """Close with SO_LINGER(1, 0) so the kernel sends RST instead of a clean FIN."""

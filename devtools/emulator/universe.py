@@ -2,10 +2,20 @@
 
 A `Universe` says, per symbol, over which date spans it had daily files, which days are missing
 and which were published late. Everything the emulator serves is derived from it on the fly:
-the full-scale universe holds ~2.4M keys, so instead of materialising key strings we keep, per
-(symbol, interval) folder, a compact sorted array of visible day ordinals and generate key
-strings only for the page being listed. Object metadata (size, ETag, Last-Modified) and bodies
-are pure functions of the key, so two runs against the same universe see identical bytes.
+the full-scale universe holds millions of keys, so instead of materialising key strings we
+keep, per (symbol, interval) folder, a compact sorted array of visible day ordinals and
+generate key strings only for the page being listed. The intervals' files (1m by default) have
+metadata (size, ETag, Last-Modified) and pseudo-random bodies that are pure functions of the
+key, so two runs against the same universe see identical bytes.
+
+Beside them (unless `kline_1d` is false) the bucket holds the 1d klines (`klines`): a daily
+file for each day the intervals have one, and a monthly file for each complete month with a
+kline day, published on day 1 to 3 of the next month. A month's file holds exactly the rows
+the daily files of its days hold, including days whose daily file is still late; a missing day
+is in neither. These are real zips whose ETag is their MD5 (but for the few monthly files
+uploaded in two parts), with .CHECKSUM files that match; `Universe.kline_rows` is the ground
+truth a volume dataset built from them must equal. Their bytes are built when listed or
+fetched, and kept in bounded caches.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from functools import cached_property, lru_cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from devtools.emulator import klines
 
 BUCKET = "data.binance.vision"
 ZIP_SUFFIX = ".zip"
@@ -49,6 +61,10 @@ _KEY_HASHER = hashlib.blake2b(digest_size=20, person=b"vision-meta")
 # A .CHECKSUM is uploaded right after its zip.
 _CHECKSUM_LAG = timedelta(seconds=1)
 _REUPLOAD_HOUR = timedelta(hours=3)
+# 1d klines are served beside the universe's intervals, daily and monthly.
+KLINE_1D = "1d"
+_MONTHLY_DELAY_DAYS = 3
+_DAY_S = 86400
 
 Span = tuple[date, date | None]
 
@@ -59,6 +75,45 @@ class ObjectMeta(NamedTuple):
     size: int
     etag: str
     last_modified: datetime
+
+
+class KlineRow(NamedTuple):
+    """A day's 1d kline as the volume dataset must hold it (its columns, in its order)."""
+
+    date: date
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    source: str
+    source_etag: str
+    source_size: int
+
+
+def _kline_row(symbol: str, day: int, source: str, meta: ObjectMeta, revision: int) -> KlineRow:
+    k = klines.parse_line(klines.kline_line(symbol, day, revision))
+    return KlineRow(
+        date.fromordinal(day),
+        symbol,
+        k.open,
+        k.high,
+        k.low,
+        k.close,
+        k.volume,
+        k.quote_volume,
+        k.count,
+        k.taker_buy_volume,
+        k.taker_buy_quote_volume,
+        source,
+        meta.etag,
+        meta.size,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +143,9 @@ class SymbolSpec:
     late: Mapping[date, date] = field(default_factory=dict)
     reuploaded: Mapping[date, date] = field(default_factory=dict)
     """Days whose zip was uploaded again (new bytes, ETag and time), and on which date."""
+    reuploaded_1d: Mapping[date, date] = field(default_factory=dict)
+    """Days whose 1d kline was corrected, and on which date: the day's 1d file and its
+    .CHECKSUM are uploaded again that day, and so is its month's file if already published."""
 
     @classmethod
     def build(
@@ -96,6 +154,7 @@ class SymbolSpec:
         missing: Iterable[date | str] = (),
         late: Mapping[date | str, date | str] | None = None,
         reuploaded: Mapping[date | str, date | str] | None = None,
+        reuploaded_1d: Mapping[date | str, date | str] | None = None,
     ) -> SymbolSpec:
         """Accept ISO strings or dates, so that tests and JSON share one constructor."""
         parsed: list[Span] = []
@@ -111,6 +170,7 @@ class SymbolSpec:
             missing=frozenset(_as_date(day) for day in missing),
             late=_day_map(late),
             reuploaded=_day_map(reuploaded),
+            reuploaded_1d=_day_map(reuploaded_1d),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,14 +179,40 @@ class SymbolSpec:
         }
         if self.missing:
             out["missing"] = [day.isoformat() for day in sorted(self.missing)]
-        for name in ("late", "reuploaded"):
+        for name in ("late", "reuploaded", "reuploaded_1d"):
             if days := getattr(self, name):
                 out[name] = {day.isoformat(): when.isoformat() for day, when in days.items()}
         return out
 
-    def reuploads_seen(self, today: date) -> dict[int, date]:
-        """Ordinals of the days whose re-upload has happened by `today`, and when it did."""
-        return {day.toordinal(): on for day, on in self.reuploaded.items() if on <= today}
+    def reuploads_seen(self, today: date, *, kline_1d: bool = False) -> dict[int, date]:
+        """Ordinals of the days whose re-upload has happened by `today`, and when it did.
+
+        `kline_1d`: the corrections of the 1d klines instead of the interval files' re-uploads.
+        """
+        days = self.reuploaded_1d if kline_1d else self.reuploaded
+        return {day.toordinal(): on for day, on in days.items() if on <= today}
+
+    def kline_days(self, first: int, last: int) -> list[int]:
+        """Ordinals from `first` through `last` in a span and not missing: the days whose 1d
+        kline the monthly files hold (late publishing delays daily files only)."""
+        days: set[int] = set()
+        for start, end in self.spans:
+            stop = last if end is None else min(end.toordinal(), last)
+            days.update(range(max(start.toordinal(), first), stop + 1))
+        return sorted(days - {day.toordinal() for day in self.missing})
+
+    def kline_months(self, before: int) -> list[int]:
+        """Month numbers (`_month_number`) before `before` holding at least one kline day."""
+        months: set[int] = set()
+        for start, end in self.spans:
+            last = before - 1 if end is None else min(_month_number(end), before - 1)
+            months.update(range(_month_number(start), last + 1))
+        # Only a month with missing days can have none left.
+        for m in {_month_number(day) for day in self.missing} & months:
+            first = _month_first(m).toordinal()
+            if not self.kline_days(first, _month_first(m + 1).toordinal() - 1):
+                months.discard(m)
+        return sorted(months)
 
     def visible_ordinals(self, today: date) -> array[int]:
         """Sorted ordinals of the days whose file can be seen on `today`."""
@@ -152,6 +238,20 @@ def _strictly_increasing(days: array[int]) -> bool:
 
 def _day_map(days: Mapping[date | str, date | str] | None) -> dict[date, date]:
     return dict(sorted((_as_date(day), _as_date(when)) for day, when in (days or {}).items()))
+
+
+def _month_number(day: date) -> int:
+    """Months counted from year 0, so consecutive months have consecutive numbers."""
+    return day.year * 12 + day.month - 1
+
+
+def _month_first(month: int) -> date:
+    return date(month // 12, month % 12 + 1, 1)
+
+
+@lru_cache(maxsize=1 << 12)
+def _month_text(month: int) -> str:
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
 
 
 @lru_cache(maxsize=1 << 14)
@@ -234,15 +334,225 @@ class _Folder:
     def __getitem__(self, i: int) -> str:
         return self.stem + _iso(self.days[i >> 1]) + _DAY_SUFFIXES[i & 1]
 
+    def day_of(self, key: str) -> int:
+        return date.fromisoformat(key[len(self.stem) : len(self.stem) + 10]).toordinal()
+
     def meta(self, key: str) -> ObjectMeta:
-        day = date.fromisoformat(key[len(self.stem) : len(self.stem) + 10]).toordinal()
-        return object_meta(key, reuploaded_on=self.reuploads.get(day))
+        return object_meta(key, reuploaded_on=self.reuploads.get(self.day_of(key)))
+
+    def body(self, key: str) -> bytes:
+        return object_body(key, self.meta(key))
+
+    def keys_from(self, i: int) -> Iterator[tuple[str, ObjectMeta]]:
+        return _folder_keys(self, i)
+
+    def contains(self, name: str) -> bool:
+        """Whether the file `name` (a key without the folder's path) is listed today."""
+        if not name.startswith(self.stem[len(self.path) :]):
+            return False
+        day_text = name[len(self.stem) - len(self.path) :]
+        if day_text[10:] not in _DAY_SUFFIXES:
+            return False
+        ordinal = _parse_day(day_text[:10])
+        if ordinal is None:
+            return False
+        position = bisect_left(self.days, ordinal)
+        return position < len(self.days) and self.days[position] == ordinal
+
+
+def _parse_day(text: str) -> int | None:
+    """The ordinal of a YYYY-MM-DD date, None for anything else (other ISO spellings too)."""
+    try:
+        ordinal = date.fromisoformat(text).toordinal()
+    except ValueError:
+        return None
+    return ordinal if _iso(ordinal) == text else None
+
+
+def _reupload_time(on: date) -> datetime:
+    return datetime.combine(on, datetime.min.time(), UTC) + _REUPLOAD_HOUR
+
+
+def _checksum_meta(body: bytes, zip_time: datetime) -> ObjectMeta:
+    return ObjectMeta(len(body), hashlib.md5(body).hexdigest(), zip_time + _CHECKSUM_LAG)
+
+
+class _DailyKlineFolder(_Folder):
+    """A symbol's daily 1d klines: real zips whose ETag is their MD5, on the 1m files' days.
+
+    `reuploads` holds the corrections seen today: those days' files have the corrected
+    content, uploaded (with their .CHECKSUM) on the correction's date.
+    """
+
+    __slots__ = ("symbol",)
+
+    def __init__(
+        self, path: str, symbol: str, days: array[int], corrections: Mapping[int, date]
+    ) -> None:
+        super().__init__(path, f"{path}{symbol}-{KLINE_1D}-", days, corrections)
+        self.symbol = symbol
+
+    def _day(self, day: int) -> tuple[klines.ZipDigest, str, datetime]:
+        """The zip's digest, name and Last-Modified of the file of `day`."""
+        name = f"{self.stem[len(self.path) :]}{_iso(day)}{ZIP_SUFFIX}"
+        corrected_on = self.reuploads.get(day)
+        digest = klines.daily_digest(self.symbol, day, 0 if corrected_on is None else 1)
+        if corrected_on is not None:
+            return digest, name, _reupload_time(corrected_on)
+        published = _published(day, (self.path + name).encode())
+        return digest, name, datetime.fromtimestamp(published, UTC)
+
+    def _metas(self, day: int) -> tuple[ObjectMeta, ObjectMeta]:
+        digest, name, when = self._day(day)
+        zip_meta = ObjectMeta(digest.size, digest.etag, when)
+        return zip_meta, _checksum_meta(klines.checksum_body(digest, name), when)
+
+    def meta(self, key: str) -> ObjectMeta:
+        return self._metas(self.day_of(key))[key.endswith(CHECKSUM_SUFFIX)]
+
+    def body(self, key: str) -> bytes:
+        day = self.day_of(key)
+        digest, name, _ = self._day(day)
+        if key.endswith(CHECKSUM_SUFFIX):
+            return klines.checksum_body(digest, name)
+        return klines.daily_zip(self.symbol, day, int(day in self.reuploads))
+
+    def sources(self, low: int, high: int) -> Iterator[tuple[int, tuple[str, ObjectMeta, int]]]:
+        """(day, (zip key, its meta, revision)) of the days from `low` through `high`."""
+        for day in self.days[bisect_left(self.days, low) : bisect_right(self.days, high)]:
+            key = f"{self.stem}{_iso(day)}{ZIP_SUFFIX}"
+            yield day, (key, self._metas(day)[0], int(day in self.reuploads))
+
+    def keys_from(self, i: int) -> Iterator[tuple[str, ObjectMeta]]:
+        for j in range(i >> 1, len(self.days)):
+            day = self.days[j]
+            base = self.stem + _iso(day)
+            zip_meta, checksum_meta = self._metas(day)
+            if j > i >> 1 or not i & 1:
+                yield base + ZIP_SUFFIX, zip_meta
+            yield base + ZIP_SUFFIX + CHECKSUM_SUFFIX, checksum_meta
+
+
+class _MonthlyKlineFolder:
+    """A symbol's monthly 1d klines: a zip (and .CHECKSUM) per published complete month.
+
+    A month's file holds one row per day of the month with a kline (`SymbolSpec.kline_days`),
+    each as the day's daily file has it: corrected if its correction happened by today.
+    """
+
+    __slots__ = ("corrections", "months", "path", "spec", "stem", "symbol")
+
+    def __init__(
+        self, path: str, symbol: str, spec: SymbolSpec, months: array[int], today: date
+    ) -> None:
+        self.path = path
+        self.stem = f"{path}{symbol}-{KLINE_1D}-"
+        self.symbol = symbol
+        self.spec = spec
+        self.months = months
+        self.corrections = spec.reuploads_seen(today, kline_1d=True)
+
+    def __len__(self) -> int:
+        return 2 * len(self.months)
+
+    def __getitem__(self, i: int) -> str:
+        return self.stem + _month_text(self.months[i >> 1]) + _DAY_SUFFIXES[i & 1]
+
+    def month_of(self, key: str) -> int:
+        text = key[len(self.stem) : len(self.stem) + 7]
+        return int(text[:4]) * 12 + int(text[5:]) - 1
+
+    def rows(self, month: int) -> klines.MonthRows:
+        """The rows of the month's file (which days, which of them corrected)."""
+        first = _month_first(month).toordinal()
+        days = self.spec.kline_days(first, _month_first(month + 1).toordinal() - 1)
+        held = set(days)
+        return klines.MonthRows(
+            days[0],
+            days[-1],
+            tuple(day for day in range(days[0], days[-1]) if day not in held),
+            tuple(day for day in days if day in self.corrections),
+        )
+
+    def _month(self, month: int) -> tuple[klines.ZipDigest, str, datetime]:
+        """The zip's digest, name and Last-Modified of the file of `month`."""
+        text = _month_text(month)
+        name = f"{self.stem[len(self.path) :]}{text}{ZIP_SUFFIX}"
+        rows = self.rows(month)
+        when = _monthly_published(name, month)
+        for day in rows.corrected:  # each re-uploaded the file, unless it was not out yet
+            when = max(when, _reupload_time(self.corrections[day]))
+        return klines.monthly_digest(self.symbol, text, rows), name, when
+
+    def meta(self, key: str) -> ObjectMeta:
+        digest, name, when = self._month(self.month_of(key))
+        if key.endswith(CHECKSUM_SUFFIX):
+            return _checksum_meta(klines.checksum_body(digest, name), when)
+        return ObjectMeta(digest.size, digest.etag, when)
+
+    def body(self, key: str) -> bytes:
+        month = self.month_of(key)
+        if key.endswith(CHECKSUM_SUFFIX):
+            digest, name, _ = self._month(month)
+            return klines.checksum_body(digest, name)
+        return klines.monthly_zip(self.symbol, _month_text(month), self.rows(month))
+
+    def sources(self, low: int, high: int) -> Iterator[tuple[int, tuple[str, ObjectMeta, int]]]:
+        """(day, (zip key, its meta, revision)) of the rows of the days `low` through `high`."""
+        for i, month in enumerate(self.months):
+            if _month_first(month + 1).toordinal() <= low or _month_first(month).toordinal() > high:
+                continue
+            key = self[2 * i]
+            meta = self.meta(key)
+            for day, revision in self.rows(month).rows():
+                if low <= day <= high:
+                    yield day, (key, meta, revision)
+
+    def keys_from(self, i: int) -> Iterator[tuple[str, ObjectMeta]]:
+        for j in range(i, len(self)):
+            key = self[j]
+            yield key, self.meta(key)
+
+    def contains(self, name: str) -> bool:
+        prefix = self.stem[len(self.path) :]
+        text = name[len(prefix) : len(prefix) + 7]
+        if not name.startswith(prefix) or name[len(prefix) + 7 :] not in _DAY_SUFFIXES:
+            return False
+        ordinal = _parse_day(text + "-01")
+        if ordinal is None:
+            return False
+        month = _month_number(date.fromordinal(ordinal))
+        position = bisect_left(self.months, month)
+        return position < len(self.months) and self.months[position] == month
+
+
+def _monthly_published(name: str, month: int) -> datetime:
+    """When a month's file appeared: on day 1, 2 or 3 of the next month."""
+    bits = zlib.crc32(name.encode())
+    start = datetime.combine(_month_first(month + 1), datetime.min.time(), UTC)
+    return start + timedelta(days=bits % _MONTHLY_DELAY_DAYS, seconds=(bits >> 8) % _DAY_S)
+
+
+def _monthly_months(spec: SymbolSpec, name_prefix: str, today: date) -> array[int]:
+    """The months whose file is visible on `today`: complete, published, not empty."""
+    return array(
+        "i",
+        (
+            month
+            for month in spec.kline_months(before=_month_number(today))
+            if _monthly_published(f"{name_prefix}{_month_text(month)}{ZIP_SUFFIX}", month).date()
+            < today
+        ),
+    )
+
+
+_Listable = _Folder | _MonthlyKlineFolder
 
 
 class _KeySpace:
     """All keys of the bucket as one lazy sorted sequence, so `bisect` can find a start."""
 
-    def __init__(self, folders: list[_Folder]) -> None:
+    def __init__(self, folders: list[_Listable]) -> None:
         self.folders = folders
         self.offsets: list[int] = []
         total = 0
@@ -276,40 +586,44 @@ class _Index:
             for name, spec in universe.specs.items()
             if len(days := spec.visible_ordinals(universe.today))
         }
-        folders = [
+        today = universe.today
+        folders: list[_Listable] = [
             _Folder(
                 path=f"{root}{name}/{interval}/",
                 stem=f"{root}{name}/{interval}/{name}-{interval}-",
                 days=days,
-                reuploads=universe.specs[name].reuploads_seen(universe.today),
+                reuploads=universe.specs[name].reuploads_seen(today),
             )
             for name, days in visible.items()
             for interval in universe.intervals
         ]
+        if universe.kline_1d:
+            folders += [
+                _DailyKlineFolder(
+                    f"{root}{name}/{KLINE_1D}/",
+                    name,
+                    days,
+                    universe.specs[name].reuploads_seen(today, kline_1d=True),
+                )
+                for name, days in visible.items()
+            ]
+            for name, spec in universe.specs.items():
+                months = _monthly_months(spec, f"{name}-{KLINE_1D}-", today)
+                if months:
+                    path = f"{universe.monthly_root}{name}/{KLINE_1D}/"
+                    folders.append(_MonthlyKlineFolder(path, name, spec, months, today))
         # Folder paths end in "/" and symbols hold no "/", so no folder's keys interleave with
         # another's: sorting folders by path sorts the whole key space.
         folders.sort(key=lambda folder: folder.path)
         self.by_path = {folder.path: folder for folder in folders}
         self.space = _KeySpace(folders)
-        self.symbols = tuple(sorted(visible)) if universe.intervals else ()
+        self.symbols = tuple(sorted(visible)) if universe.intervals or universe.kline_1d else ()
         self.visible = visible
 
     def has_key(self, key: str) -> bool:
         folder_path, _, name = key.rpartition("/")
         folder = self.by_path.get(folder_path + "/")
-        if folder is None or not name.startswith(folder.stem[len(folder_path) + 1 :]):
-            return False
-        day_text = name[len(folder.stem) - len(folder_path) - 1 :]
-        if day_text[10:] not in _DAY_SUFFIXES:
-            return False
-        try:
-            ordinal = date.fromisoformat(day_text[:10]).toordinal()
-        except ValueError:
-            return False
-        if _iso(ordinal) != day_text[:10]:
-            return False  # another ISO spelling of the day, such as a week date
-        position = bisect_left(folder.days, ordinal)
-        return position < len(folder.days) and folder.days[position] == ordinal
+        return folder is not None and folder.contains(name)
 
     def entries(
         self, prefix: str, delimiter: str | None, start_after: str | None
@@ -338,7 +652,7 @@ class _Index:
                 elif delimiter:
                     yield from _folder_entries(folder, i, prefix, delimiter, start_after)
                 else:
-                    yield from _folder_keys(folder, i)
+                    yield from folder.keys_from(i)
             elif prefix.startswith(folder.path):
                 # The prefix reaches into this folder's file names: no other folder matches.
                 yield from _folder_entries(folder, i, prefix, delimiter, start_after)
@@ -348,7 +662,7 @@ class _Index:
             f, i = f + 1, 0
 
 
-def _folder_keys(folder: _Folder, i: int) -> Iterator[tuple[str, ObjectMeta | None]]:
+def _folder_keys(folder: _Folder, i: int) -> Iterator[tuple[str, ObjectMeta]]:
     """Every key of `folder` from position `i`, with its metadata: a listing's hot path.
 
     Same results as `object_meta`, computed a day at a time so the zip and its .CHECKSUM
@@ -378,7 +692,7 @@ def _folder_keys(folder: _Folder, i: int) -> Iterator[tuple[str, ObjectMeta | No
 
 
 def _folder_entries(
-    folder: _Folder, i: int, prefix: str, delimiter: str | None, start_after: str | None
+    folder: _Listable, i: int, prefix: str, delimiter: str | None, start_after: str | None
 ) -> Iterator[tuple[str, ObjectMeta | None]]:
     """Entries of `folder` when the prefix or the delimiter reaches into its file names."""
     n = len(folder)
@@ -406,6 +720,8 @@ class Universe:
     market: str = "um"
     data_type: str = "klines"
     intervals: tuple[str, ...] = ("1m",)
+    kline_1d: bool = True
+    """Serve 1d klines too: daily files beside the intervals', and monthly files."""
 
     def __post_init__(self) -> None:
         for name in self.specs:
@@ -414,6 +730,10 @@ class Universe:
         for part in (self.market, self.data_type, *self.intervals):
             if not part or "/" in part:
                 raise ValueError(f"a path part must be non-empty and hold no '/': {part!r}")
+        if not isinstance(self.kline_1d, bool):
+            raise ValueError(f"kline_1d must be true or false, got {self.kline_1d!r}")
+        if self.kline_1d and KLINE_1D in self.intervals:
+            raise ValueError(f"{KLINE_1D!r} files are the 1d klines: leave it out of intervals")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Universe:
@@ -427,12 +747,14 @@ class Universe:
                         spec.get("missing", ()),
                         spec.get("late"),
                         spec.get("reuploaded"),
+                        spec.get("reuploaded_1d"),
                     )
                     for name, spec in symbols.items()
                 },
                 market=d.get("market", "um"),
                 data_type=d.get("data_type", "klines"),
                 intervals=tuple(d.get("intervals", ("1m",))),
+                kline_1d=d.get("kline_1d", True),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a universe document: {exc!r}") from None
@@ -447,6 +769,7 @@ class Universe:
             "market": self.market,
             "data_type": self.data_type,
             "intervals": list(self.intervals),
+            "kline_1d": self.kline_1d,
             "symbols": {name: self.specs[name].to_dict() for name in sorted(self.specs)},
         }
 
@@ -484,16 +807,38 @@ class Universe:
         specs = {**self.specs, name: SymbolSpec.build(spans, missing, late)}
         return replace(self, specs=specs)
 
-    def with_reupload(self, symbol: str, d: date | str, on: date | str) -> Universe:
-        """Upload one day's zip of `symbol` again on date `on` (KeyError for an unknown symbol)."""
+    def with_reupload(
+        self, symbol: str, d: date | str, on: date | str, *, interval: str | None = None
+    ) -> Universe:
+        """Upload one day's zip of `symbol` again on date `on` (KeyError for an unknown symbol).
+
+        By default the intervals' file of the day (other bytes; its .CHECKSUM left as it was).
+        With `interval="1d"`, the day's 1d kline is corrected: its daily 1d file and .CHECKSUM
+        get the new content on `on`, and so does its month's file if published by then (one
+        correction per day; `on` should come after the daily file's publication).
+        """
         spec = self.specs[symbol]
-        reuploaded = _day_map({**spec.reuploaded, _as_date(d): _as_date(on)})
-        return replace(self, specs={**self.specs, symbol: replace(spec, reuploaded=reuploaded)})
+        if interval is None or interval in self.intervals:
+            reuploaded = _day_map({**spec.reuploaded, _as_date(d): _as_date(on)})
+            new_spec = replace(spec, reuploaded=reuploaded)
+        elif interval == KLINE_1D and self.kline_1d:
+            corrected = _day_map({**spec.reuploaded_1d, _as_date(d): _as_date(on)})
+            new_spec = replace(spec, reuploaded_1d=corrected)
+        else:
+            raise ValueError(f"this universe serves no {interval!r} files")
+        return replace(self, specs={**self.specs, symbol: new_spec})
 
     def meta(self, key: str) -> ObjectMeta:
-        """`object_meta` of a key as this universe lists it (re-uploads included)."""
+        """Size, ETag and Last-Modified of a key as this universe lists it (re-uploads
+        included); `object_meta` for a key of no listed folder."""
         folder = self._index.by_path.get(key.rpartition("/")[0] + "/")
         return folder.meta(key) if folder is not None else object_meta(key)
+
+    def body(self, key: str) -> bytes:
+        """The bytes a GET of a listed key returns (`object_body` for a key of no listed
+        folder): pseudo-random for the intervals' zips, real zips for the 1d klines."""
+        folder = self._index.by_path.get(key.rpartition("/")[0] + "/")
+        return folder.body(key) if folder is not None else object_body(key)
 
     def without_file(self, symbol: str, d: date | str) -> Universe:
         """Mark one day of `symbol` as missing (KeyError for an unknown symbol)."""
@@ -507,13 +852,18 @@ class Universe:
         return f"data/futures/{self.market}/daily/{self.data_type}/"
 
     @property
+    def monthly_root(self) -> str:
+        """The folder of the monthly files' symbol folders."""
+        return f"data/futures/{self.market}/monthly/{self.data_type}/"
+
+    @property
     def symbols(self) -> tuple[str, ...]:
         """Symbols with at least one visible file, in S3 key order (str order = UTF-8 order)."""
         return self._index.symbols
 
     @property
     def key_count(self) -> int:
-        """How many keys the bucket lists today (two per visible file and interval)."""
+        """How many keys the bucket lists today: two per visible file (a zip, a .CHECKSUM)."""
         return len(self._index.space)
 
     def available_dates(self, symbol: str) -> list[date]:
@@ -521,6 +871,46 @@ class Universe:
         if symbol not in self.specs:
             raise KeyError(symbol)
         return [date.fromordinal(o) for o in self._index.visible.get(symbol, ())]
+
+    def kline_months(self, symbol: str) -> list[str]:
+        """The months (YYYY-MM) whose monthly 1d file of `symbol` is visible today."""
+        if symbol not in self.specs:
+            raise KeyError(symbol)
+        folder = self._kline_folders(symbol)[1]
+        return [] if folder is None else [_month_text(month) for month in folder.months]
+
+    def kline_rows(
+        self, symbol: str, first: date | str | None = None, last: date | str | None = None
+    ) -> list[KlineRow]:
+        """The ground truth of `symbol`'s 1d klines the bucket holds today, by date.
+
+        A day has a row when a visible monthly or daily 1d file holds it. Its source is the
+        file the volume dataset takes it from: the month's file once published (the daily
+        file is superseded), else the day's file; rows of corrected days have the corrected
+        figures once the correction happened. `first` and `last` bound the dates.
+        """
+        if symbol not in self.specs:
+            raise KeyError(symbol)
+        if not self.kline_1d:
+            raise ValueError("this universe serves no 1d klines (kline_1d is false)")
+        low = -1 if first is None else _as_date(first).toordinal()
+        high = date.max.toordinal() if last is None else _as_date(last).toordinal()
+        daily, monthly = self._kline_folders(symbol)
+        sources: dict[int, tuple[str, ObjectMeta, int]] = {}
+        for folder in (daily, monthly):  # a month's file supersedes its days' files
+            if folder is not None:
+                sources.update(folder.sources(low, high))
+        return [_kline_row(symbol, day, *sources[day]) for day in sorted(sources)]
+
+    def _kline_folders(
+        self, symbol: str
+    ) -> tuple[_DailyKlineFolder | None, _MonthlyKlineFolder | None]:
+        daily = self._index.by_path.get(f"{self.root}{symbol}/{KLINE_1D}/")
+        monthly = self._index.by_path.get(f"{self.monthly_root}{symbol}/{KLINE_1D}/")
+        return (
+            daily if isinstance(daily, _DailyKlineFolder) else None,
+            monthly if isinstance(monthly, _MonthlyKlineFolder) else None,
+        )
 
     def has_object(self, key: str) -> bool:
         return self._index.has_key(key)

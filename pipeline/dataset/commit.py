@@ -167,10 +167,11 @@ def _writer_lock(journal: Path, *, wait: bool) -> Iterator[bool]:
         yield True
 
 
-def finish_interrupted_commit(dataset: Path, changes: Path) -> None:
-    """The first step of every writer: the dataset and change log, whole and consistent."""
+def finish_interrupted_commit(dataset: Path, *others: Path) -> None:
+    """The first step of every writer: a dataset (and the files committed with it, such as
+    the change log), whole and consistent."""
     journal = journal_path(dataset)
-    if replay(journal, [dataset, changes]):
+    if replay(journal, [dataset, *others]):
         logging.getLogger(__name__).warning(
             "finished the commit of %s that a killed run had begun (%s)", dataset, journal.name
         )

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
@@ -35,6 +36,16 @@ PARTITION_SUFFIX = ".parquet"
 
 class StoreError(PipelineError):
     """The dataset on disk is missing, unreadable, or does not follow the contract."""
+
+
+class Identified(Protocol):
+    """What a dataset's params say it holds (`_dataset.json`): the availability dataset's
+    DatasetConfig, or another dataset of the same layout (the volume dataset's)."""
+
+    def identity(self) -> dict[str, str]: ...
+
+
+Schema = Mapping[str, pl.DataType]
 
 
 def partition_path(dataset: Path, month: str) -> Path:
@@ -114,22 +125,24 @@ def _refuse_misplaced(path: Path, date: dt.date, rows: pl.DataFrame) -> None:
     )
 
 
-def read_months(dataset: Path, months: Iterable[str]) -> pl.DataFrame:
+def read_months(dataset: Path, months: Iterable[str], *, schema: Schema = SCHEMA) -> pl.DataFrame:
     """The rows of the given months (those that exist), each partition validated."""
     paths = [partition_path(dataset, month) for month in sorted(set(months))]
-    frames = [_read_partition(path) for path in paths if path.exists()]
-    return pl.concat(frames, how="vertical") if frames else empty()
+    frames = [_read_partition(path, schema) for path in paths if path.exists()]
+    return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=dict(schema))
 
 
-def checked_files(dataset: Path, params: DatasetConfig, *, lock: Path = DVC_LOCK) -> list[Path]:
-    """The partitions, once the dataset is known to be whole, ours and of our schema."""
+def checked_files(
+    dataset: Path, params: Identified, *, lock: Path = DVC_LOCK, schema: Schema = SCHEMA
+) -> list[Path]:
+    """The partitions, once the dataset is known to be whole, ours and of `schema`."""
     files = partition_files(dataset)
     _check_no_stray_file(dataset)
     _check_complete(dataset, files, lock)
     if files:
         _check_identity(dataset, params)
         for path in files:
-            _check_schema(path, pl.read_parquet_schema)
+            _check_schema(path, pl.read_parquet_schema, schema)
     return files
 
 
@@ -154,7 +167,7 @@ def _check_no_stray_file(dataset: Path) -> None:
 
 
 def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
-    entry = recorded_output(dataset, lock)
+    entry = recorded_output(_as_recorded(dataset, lock), lock)
     if entry is None:
         return
     # Only the files DVC records count: a temporary file left by a killed run must not
@@ -173,7 +186,14 @@ def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
         )
 
 
-def _check_identity(dataset: Path, params: DatasetConfig) -> None:
+def _as_recorded(dataset: Path, lock: Path) -> Path:
+    """`dataset` as `lock` names its outputs, relative to the lock's folder: `../data/x`, seen
+    from a subfolder of the repository, is `data/x`. Outside that folder, it is left as is."""
+    here, base = Path(os.path.abspath(dataset)), Path(os.path.abspath(lock)).parent
+    return here.relative_to(base) if here.is_relative_to(base) else dataset
+
+
+def _check_identity(dataset: Path, params: Identified) -> None:
     """Refuse to merge into a dataset built with other `dataset.*` params."""
     path = dataset / IDENTITY_FILE
     try:
@@ -197,18 +217,18 @@ def _describe_identity(identity: dict[str, str]) -> str:
     return ", ".join(f"{key} {value}" for key, value in sorted(identity.items()))
 
 
-def _read_partition(path: Path) -> pl.DataFrame:
+def _read_partition(path: Path, schema: Schema = SCHEMA) -> pl.DataFrame:
     """A partition, refused if it holds rows of another month: their key may be there too."""
-    rows = _read_rows(path)
+    rows = _read_rows(path, schema)
     misplaced = rows.filter(month_of() != path.name.removesuffix(PARTITION_SUFFIX))
     if not misplaced.is_empty():
         _refuse_misplaced(path, misplaced["date"][0], misplaced)
     return rows
 
 
-def _read_rows(path: Path) -> pl.DataFrame:
+def _read_rows(path: Path, schema: Schema = SCHEMA) -> pl.DataFrame:
     """Dataset rows, refused if they break the contract a merge relies on (one row per key)."""
-    rows: pl.DataFrame = _check_schema(path, pl.read_parquet)
+    rows: pl.DataFrame = _check_schema(path, pl.read_parquet, schema)
     duplicated = rows.filter(pl.struct(*KEY).is_duplicated())
     if not duplicated.is_empty():
         date, symbol = duplicated.row(0)[:2]
@@ -219,8 +239,8 @@ def _read_rows(path: Path) -> pl.DataFrame:
     return rows
 
 
-def _check_schema(path: Path, read: Callable[[Path], Any]) -> Any:
-    """`read(path)` (a frame or a schema), refused unless it has the dataset's columns."""
+def _check_schema(path: Path, read: Callable[[Path], Any], schema: Schema = SCHEMA) -> Any:
+    """`read(path)` (a frame or a schema), refused unless it has `schema`'s columns."""
     try:
         result = read(path)
     except Exception as exc:  # polars raises several types for a damaged file
@@ -229,10 +249,10 @@ def _check_schema(path: Path, read: Callable[[Path], Any]) -> Any:
             f"{path} is not a readable Parquet file ({type(exc).__name__}): "
             "restore it with `dvc checkout` or `dvc pull`"
         ) from None
-    schema = result.schema if isinstance(result, pl.DataFrame) else result
-    if dict(schema) != SCHEMA:
+    found = result.schema if isinstance(result, pl.DataFrame) else result
+    if dict(found) != dict(schema):
         raise StoreError(
-            f"{path} has columns {_describe(schema)}, expected {_describe(SCHEMA)}: "
+            f"{path} has columns {_describe(found)}, expected {_describe(schema)}: "
             "restore it with `dvc checkout` or `dvc pull`"
         )
     return result
@@ -248,14 +268,14 @@ def refuse_denied_read(exc: BaseException, path: Path) -> None:
         raise failure from None
 
 
-def _describe(schema: pl.Schema | dict[str, pl.DataType]) -> str:
+def _describe(schema: pl.Schema | Schema) -> str:
     return ", ".join(f"{name}:{dtype}" for name, dtype in schema.items())
 
 
 def write_dataset(
     merged: pl.DataFrame,
     dataset: Path,
-    params: DatasetConfig,
+    params: Identified,
     *,
     previous: pl.DataFrame,
     commit: Commit,

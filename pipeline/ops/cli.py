@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -26,15 +27,31 @@ from pipeline.arguments import iso_date, positive_int, symbol_list
 from pipeline.config import Config, load_config, parse_config, refuse_yaml_dates
 from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.dataset.store import summarize
+from pipeline.dvc_lock import DVC_LOCK
 from pipeline.entry import FALLBACK_LOG, PARAMS
 from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
+from pipeline.ops import remote
 from pipeline.ops.lock import operator_lock
 from pipeline.ops.one_off import one_off_params, recover, render_overrides
 from pipeline.planner import check_repair
+from pipeline.report.page import write_page
 from pipeline.symbols import read_symbols
+from pipeline.vision.client import unreachable
 
 log = logging.getLogger("pipeline.ops")
+
+DVC_YAML = Path("dvc.yaml")
+# A listing URL on this machine is an emulator's (the tests', a kept demo project's).
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+LOOPBACK_HINT = (
+    "nothing serves vision.listing_url there; in a project kept by `make demo KEEP=DIR`, "
+    "`make emulator` serves the demo's bucket again"
+)
+OFFLINE_HINT = (
+    "no network? `make demo` runs the whole pipeline offline, against a local emulator "
+    "of the bucket"
+)
 
 EXAMPLES = {
     "update": "make update AS_OF=2024-06-01 LOOKBACK_DAYS=40",
@@ -92,12 +109,14 @@ def parser() -> argparse.ArgumentParser:
         description="Finish what a killed run left, then fetch the data dvc.lock records from "
         "the DVC remote (dvc pull --allow-missing --force).",
     )
+    remote.add_commands(commands)
     report = commands.add_parser(
         "report",
-        help="draw the last run's plots into an HTML page (dvc plots show)",
-        description="Draw the plots of the last run (dvc plots show) into DIR/index.html.",
+        help="draw the last run's plot data into a self-contained HTML page",
+        description="Draw the last run's plot data (the report stage's metrics/plots and "
+        "summary) into DIR/index.html, a page that needs no network.",
     )
-    report.add_argument("--out", type=Path, default=Path("reports/plots"), metavar="DIR")
+    report.add_argument("--out", type=Path, default=Path("reports"), metavar="DIR")
     return root
 
 
@@ -174,41 +193,63 @@ def pull_if_published() -> None:
 
 def pull() -> int:
     """`make pull`: the data dvc.lock records, from the DVC remote that must be configured."""
-    if not published():
-        raise PipelineError(
-            "no DVC remote configured: add one with `dvc remote add -d NAME URL`, then rerun"
-        )
+    remote.check_pull_source()
     pull_recorded()
     return 0
 
 
 def published() -> bool:
-    """Whether a DVC remote is configured (`dvc remote list` names one)."""
-    try:
-        remotes = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
-    except OSError as exc:
-        raise PipelineError(f"cannot run dvc ({exc.strerror}): run through make (.venv)") from None
-    if remotes.returncode != 0:
-        reason = (remotes.stderr.strip().splitlines() or ["no reason given"])[-1]
-        raise PipelineError(f"dvc remote list failed: {reason}")
-    return bool(remotes.stdout.strip())
+    """Whether there is a DVC remote to pull from (a default that is not the placeholder)."""
+    return remote.pull_source() is not None
+
+
+def publish() -> int:
+    """`make publish`: the data dvc.lock records, to the write remote (else the default)."""
+    if dvc("push", "-r", remote.push_target()) != 0:
+        raise PipelineError("dvc push failed (see above): fix what it names, then rerun")
+    return 0
 
 
 def pull_recorded() -> None:
     """`dvc pull` of the data dvc.lock records; nothing else is done if it fails."""
+    stages = recorded_stages()
+    if not stages:
+        log.info("dvc.lock records no run yet: nothing to pull")
+        return
     # --force: DVC is the only writer of its outputs, so a file dvc.lock does not record was
     # left by a run killed before DVC recorded it; the recorded state is restored, and this
     # run's `dvc repro` does that work again (its changes logged once, with its data).
-    if dvc("pull", "--allow-missing", "--force") != 0:
+    if dvc("pull", "--allow-missing", "--force", *stages) != 0:
         raise PipelineError("dvc pull failed (see above): fix what it names, then rerun")
 
 
+def recorded_stages(lock: Path = DVC_LOCK, stages_file: Path = DVC_YAML) -> list[str]:
+    """The stages of dvc.yaml that dvc.lock records, in dvc.yaml's order.
+
+    A bare `dvc pull` warns "No file hash info found" for every output of every other stage:
+    in a fresh clone before its first run (no dvc.lock), or after a first run killed midway.
+    """
+    if not lock.exists():
+        return []
+    try:
+        recorded = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        declared = (yaml.safe_load(stages_file.read_text(encoding="utf-8")) or {})["stages"]
+    except (yaml.YAMLError, KeyError, AttributeError):
+        raise PipelineError(
+            f"{lock} or {stages_file} is not DVC's YAML: resolve it (`git checkout {lock}`)"
+        ) from None
+    return [name for name in declared if name in recorded]
+
+
 def report(out: Path) -> int:
-    plots = load_config(PARAMS).paths.plots
-    if not any(plots.glob("*.csv")):
-        raise PipelineError(f"no plot data in {plots}: run the pipeline first (make update)")
-    out.mkdir(parents=True, exist_ok=True)
-    return dvc("plots", "show", "--out", str(out))
+    """The report page, from the plot data of the last run; its file URI is printed last."""
+    paths = load_config(PARAMS).paths
+    if not any(paths.plots.glob("*.csv")):
+        raise PipelineError(f"no plot data in {paths.plots}: run the pipeline first (make update)")
+    page = write_page(paths.plots, paths.summary, out)
+    log.info("report page written: %s", page)
+    print(page.resolve().as_uri())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.usage_error("give --symbols A,B and/or --since DATE [--until DATE]")
     setup_logging("ops", FALLBACK_LOG)
     try:
+        if args.command == "configure-remote":  # no data, no params: no lock, nothing to recover
+            remote.configure(args.read_url, args.write_url)
+            return 0
         with operator_lock():
             return run_command(args)
     except PipelineError as exc:
@@ -230,6 +274,8 @@ def run_command(args: argparse.Namespace) -> int:
     refuse_yaml_dates(PARAMS)  # before any dvc command: DVC's own error gives no fix
     if args.command == "report":
         return report(args.out)
+    if args.command == "publish":  # pushes what dvc.lock records: no params for this run
+        return publish()
     overrides = {} if args.command == "pull" else overrides_of(args)
     config = run_config(PARAMS, overrides)
     # A commit of the dataset that a killed run had begun is finished before DVC looks.
@@ -241,7 +287,21 @@ def run_command(args: argparse.Namespace) -> int:
     if overrides:
         log.info("for this run: %s", ", ".join(f"{k}={v}" for k, v in overrides.items()))
     with one_off_params(PARAMS, overrides):
-        return dvc("repro")
+        code = dvc("repro")
+    if code != 0:
+        explain_unreachable(config)
+    return code
+
+
+def explain_unreachable(config: Config) -> None:
+    """After a failed run: when the bucket's host takes no connection, the cause and what to
+    do, last. The stage's own error, above, named the request that failed."""
+    url = urlsplit(config.vision.listing_url)
+    cause = unreachable(config.vision.listing_url, config.probe.timeout_s)
+    if cause is None:
+        return
+    hint = LOOPBACK_HINT if url.hostname in LOOPBACK else OFFLINE_HINT
+    log.error("cannot reach %s (%s): %s", url.netloc, cause, hint)
 
 
 if __name__ == "__main__":

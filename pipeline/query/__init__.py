@@ -21,7 +21,9 @@ from pipeline.dataset.store import (
     partition_path,
     summarize,
 )
+from pipeline.dvc_lock import DVC_LOCK
 from pipeline.errors import PipelineError
+from pipeline.query.sources import dataset_identity
 from pipeline.symbols import close_names
 
 # What spans, gaps, listings and stats need: the other columns are never read for them.
@@ -41,17 +43,23 @@ def _files(dataset: Path) -> list[Path]:
     return files
 
 
-def checked_partitions(dataset: Path, params: DatasetConfig) -> list[Path]:
+def checked_partitions(
+    dataset: Path, params: DatasetConfig | None, *, lock: Path = DVC_LOCK
+) -> list[Path]:
     """The partitions, once the dataset passes the checks the stages make before reading it.
 
-    The store's checks (whole as dvc.lock records it, built with these params, of the
-    dataset's schema, each row in its own month's file, no stray file), and one of its own:
-    no month missing between the first and the last. By the contract every symbol has a row
-    on every day from its first file on, so a missing month is a lost file, and answering
-    from what is left would give an empty snapshot or invent a delisting.
+    The store's checks (whole as `lock` records it, if it does; built with these params, or
+    with None those its own _dataset.json records; of the dataset's schema, each row in its
+    own month's file, no stray file), and one of its own: no month missing between the first
+    and the last. By the contract every symbol has a row on every day from its first file on,
+    so a missing month is a lost file, and answering from what is left would give an empty
+    snapshot or invent a delisting.
     """
     check_no_interrupted_commit(dataset)
-    summarize(dataset, params)
+    if params is None:
+        _files(dataset)  # no partitions: say so, rather than that _dataset.json is missing
+        params = dataset_identity(dataset)
+    summarize(dataset, params, lock=lock)
     files = _files(dataset)
     months = [path.name.removesuffix(PARTITION_SUFFIX) for path in files]  # YYYY-MM, sorted
     missing = sorted(set(_months_between(months[0], months[-1])) - set(months))
@@ -200,33 +208,19 @@ def gaps(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
 
 
 def symbol_timeline(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
-    """Spans with their missing days written out: `2024-05-20, 2024-06-01..2024-06-03`."""
+    """Spans with `missing_dates`, the list of their days without a file, oldest first."""
     listed = spans(rows, last, max_gap_days)
-    stretch = (
-        pl.when(pl.col("days") == 1)
-        .then(pl.col("first_date").dt.to_string())
-        .otherwise(
-            pl.concat_str(
-                pl.col("first_date").dt.to_string(),
-                pl.col("last_date").dt.to_string(),
-                separator="..",
-            )
-        )
-    )
     missing = (
-        gaps(rows, last, max_gap_days)
-        .join(
-            listed.select("symbol", "span", "first_date", "last_date"), on="symbol", suffix="_span"
-        )
-        .filter(
-            pl.col("first_date").is_between(pl.col("first_date_span"), pl.col("last_date_span"))
-        )
+        missing_days_in_spans(rows, last, max_gap_days)
+        .join(listed.select("symbol", "span", "first_date", "last_date"), on="symbol")
+        .filter(pl.col("date").is_between(pl.col("first_date"), pl.col("last_date")))
         .group_by("symbol", "span")
-        .agg(missing_dates=stretch.sort_by("first_date").str.join(", "))
+        .agg(missing_dates=pl.col("date").sort())
     )
+    no_day = pl.lit([], dtype=pl.List(pl.Date))
     return (
         listed.join(missing, on=["symbol", "span"], how="left")
-        .with_columns(pl.col("missing_dates").fill_null(""))
+        .with_columns(pl.col("missing_dates").fill_null(no_day))
         .sort("symbol", "span")
     )
 
@@ -286,3 +280,60 @@ def stats(rows: pl.LazyFrame, last: dt.date, max_gap_days: int) -> pl.LazyFrame:
         "relistings",
         "missing_days_in_spans",
     )
+
+
+MEMBERSHIP_COLUMNS = ("date", "symbol", "available", "listed")
+
+
+def membership(
+    rows: pl.LazyFrame,
+    since: dt.date,
+    until: dt.date,
+    last: dt.date,
+    max_gap_days: int,
+    *,
+    symbols: list[str] | None = None,
+) -> pl.LazyFrame:
+    """Each (date, symbol) row of the dataset from `since` through `until`, sorted, with
+    `available` (a file that day) and `listed` (inside a listing span: from its first file to
+    its last, or to `last` while the span is still listed).
+
+    Spans come from the whole history in `rows`, so a day's `listed` can depend on later
+    files (a gap is a gap only once a file follows it): a label, not a point-in-time signal.
+    The symbols are `symbols`, or else those listed on at least one day of the range; a
+    symbol has rows from its first file on (by the contract), so none before it.
+    """
+    span_end = pl.when(pl.col("status") == LISTED).then(pl.lit(last)).otherwise("last_date")
+    listed_spans = (
+        spans_with_status(rows, last, max_gap_days)
+        .select("symbol", "first_date", span_end=span_end)
+        .sort("first_date")
+    )
+    days = rows.filter(pl.col("date").is_between(since, until))
+    if symbols is not None:
+        days = days.filter(pl.col("symbol").is_in(symbols))
+    found = (
+        days.sort("date")
+        # The span that began last on or before the day: the day is in it if it has not ended.
+        .join_asof(
+            listed_spans,
+            left_on="date",
+            right_on="first_date",
+            by="symbol",
+            check_sortedness=False,  # both sorted by date above, so within each symbol too
+        )
+        .with_columns(listed=(pl.col("date") <= pl.col("span_end")).fill_null(False))
+    )
+    if symbols is None:
+        found = found.filter(pl.col("listed").any().over("symbol"))
+    return found.select(MEMBERSHIP_COLUMNS).sort("date", "symbol")
+
+
+def wide(long: pl.DataFrame, value: str) -> pl.DataFrame:
+    """`long` (date, symbol, `value`, ...) as a date x symbol matrix of `value`, a column per
+    symbol in name order. A day before a symbol's first file has no row: false for a flag (it
+    had no file and was not listed), null for a figure."""
+    matrix = long.pivot(on="symbol", index="date", values=value, sort_columns=True).sort("date")
+    if long.schema[value] == pl.Boolean:
+        matrix = matrix.with_columns(pl.exclude("date").fill_null(False))
+    return matrix

@@ -1,9 +1,12 @@
 """Stage report: the listing spans table, the summary metrics and the plot data, after validate.
 
 - data/spans.parquet: one row per symbol and listing span (pipeline.dataset.spans), with its status;
-- metrics/summary.json: what the dataset holds, for `dvc metrics show`;
-- metrics/plots/*.csv: symbols with a file per day, listings and delistings per month, for
-  `dvc plots show` (dvc.yaml declares them with their titles and axes).
+- metrics/summary.json: what the dataset holds, for `dvc metrics show`, and the run's as_of and
+  lookback window, for the report page;
+- metrics/plots/*.csv: the plot data of pipeline.report.data (symbols with a file per day,
+  listings and delistings per month, missing files per day, each symbol's availability per
+  month), for `dvc plots show` (dvc.yaml declares them with their titles and axes) and for the
+  page `make report` draws (pipeline.report.page).
 """
 
 from __future__ import annotations
@@ -18,10 +21,20 @@ import polars as pl
 from pipeline.atomic import atomic_path, write_json
 from pipeline.config import Config
 from pipeline.dataset.changes import CHANGE_KINDS, read_changes
-from pipeline.dataset.schema import empty, month_of
-from pipeline.dataset.spans import DELISTED, LISTED, SPANS_SCHEMA, STATUS, spans_with_status
+from pipeline.dataset.schema import empty
+from pipeline.dataset.spans import LISTED, SPANS_SCHEMA, STATUS, spans_with_status
 from pipeline.dataset.store import checked_files, write_frame
 from pipeline.entry import stage_main
+from pipeline.report.data import (
+    AVAILABILITY_BY_MONTH,
+    AVAILABLE_PER_DAY,
+    LISTINGS_PER_MONTH,
+    MISSING_PER_DAY,
+    availability_by_month,
+    available_per_day,
+    listings_per_month,
+    missing_per_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,43 +42,7 @@ REPORT_SPANS_SCHEMA: dict[str, pl.DataType] = {**SPANS_SCHEMA, "status": STATUS}
 SPANS_ORDER = ("symbol", "first_date")
 # "Recent" in the summary: 7 days, ending on last_date for listings, on as_of for detections.
 RECENT_DAYS = 7
-# File names inside paths.plots; dvc.yaml's `plots:` names the same files.
-AVAILABLE_PER_DAY = "available_per_day.csv"
-LISTINGS_PER_MONTH = "listings_per_month.csv"
 COLUMNS = ("date", "symbol", "available")
-
-
-def available_per_day(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """(date, symbols): how many symbols had a file, for every date the dataset has rows of."""
-    return rows.group_by("date").agg(symbols=pl.col("available").sum().cast(pl.Int64)).sort("date")
-
-
-def listings_per_month(spans: pl.LazyFrame, last_date: dt.date) -> pl.LazyFrame:
-    """(month, listings, delistings) from the first span's month through `last_date`'s.
-
-    A listing is the start of a span (a relisting too), dated by its first file; a
-    delisting is the end of a delisted span, dated by its last file. Months without either
-    are rows of zeros, so that a plot does not draw a line across them.
-    """
-    listings = spans.group_by(month=month_of("first_date")).agg(listings=pl.len())
-    delistings = (
-        spans.filter(pl.col("status") == DELISTED)
-        .group_by(month=month_of("last_date"))
-        .agg(delistings=pl.len())
-    )
-    months = (
-        spans.select(first=pl.col("first_date").min().dt.month_start())
-        .drop_nulls()  # no span at all: no month either
-        .select(month=pl.date_ranges("first", pl.lit(last_date), interval="1mo"))
-        .explode("month")
-        .select(month=month_of("month"))
-    )
-    return (
-        months.join(listings, on="month", how="left")
-        .join(delistings, on="month", how="left")
-        .select("month", pl.col("listings", "delistings").fill_null(0).cast(pl.Int64))
-        .sort("month")
-    )
 
 
 def change_counts(changes: pl.DataFrame, as_of: dt.date) -> dict[str, int]:
@@ -81,6 +58,15 @@ def change_counts(changes: pl.DataFrame, as_of: dt.date) -> dict[str, int]:
         **{f"changes_{kind}": by_kind.get(kind, 0) for kind in CHANGE_KINDS},
         f"changes_last_{RECENT_DAYS}_days": changes.filter(pl.col("detected_at") >= since).height,
     }
+
+
+def run_window(config: Config) -> dict[str, str]:
+    """The run's as_of and the first date of its lookback window, whose files may still come.
+
+    The report page shades the window from there through the last date: its days without a
+    file are not final.
+    """
+    return {"as_of": config.as_of.isoformat(), "lookback_start": config.lookback_start.isoformat()}
 
 
 def summary(rows: pl.DataFrame, spans: pl.DataFrame, last_date: dt.date) -> dict[str, object]:
@@ -112,38 +98,48 @@ def read_rows(config: Config) -> pl.DataFrame:
     return pl.scan_parquet(files).select(COLUMNS).collect() if files else empty().select(COLUMNS)
 
 
+def plot_data(
+    rows: pl.DataFrame, spans: pl.DataFrame, changes: pl.DataFrame, last_date: dt.date
+) -> dict[str, pl.DataFrame]:
+    """Every plot's data, by its file name in paths.plots."""
+    queries = {
+        AVAILABLE_PER_DAY: available_per_day(rows.lazy()),
+        LISTINGS_PER_MONTH: listings_per_month(spans.lazy(), last_date),
+        MISSING_PER_DAY: missing_per_day(rows.lazy(), spans.lazy(), changes.lazy(), last_date),
+        AVAILABILITY_BY_MONTH: availability_by_month(rows.lazy(), spans.lazy(), last_date),
+    }
+    return dict(zip(queries, pl.collect_all(queries.values()), strict=True))
+
+
 def write_outputs(
     config: Config,
     spans: pl.DataFrame,
-    per_day: pl.DataFrame,
-    per_month: pl.DataFrame,
+    plots: dict[str, pl.DataFrame],
     metrics: dict[str, object],
 ) -> None:
     """All outputs, renamed into place together once all were written."""
-    plots = config.paths.plots
     with contextlib.ExitStack() as staged:
 
         def staged_path(path: Path) -> Path:
             return staged.enter_context(atomic_path(path))
 
         write_frame(spans, staged_path(config.paths.spans), order=SPANS_ORDER)
-        per_day.write_csv(staged_path(plots / AVAILABLE_PER_DAY))
-        per_month.write_csv(staged_path(plots / LISTINGS_PER_MONTH))
+        for name, data in plots.items():
+            data.write_csv(staged_path(config.paths.plots / name))
         write_json(staged_path(config.paths.summary), metrics)
 
 
 def run(config: Config) -> None:
     last_date = config.last_date
     rows = read_rows(config)
-    span_query = spans_with_status(rows.lazy(), last_date, config.spans.max_gap_days)
-    spans, per_day, per_month = pl.collect_all(
-        [span_query, available_per_day(rows.lazy()), listings_per_month(span_query, last_date)]
-    )
+    spans = spans_with_status(rows.lazy(), last_date, config.spans.max_gap_days).collect()
+    changes = read_changes(config.paths.changes)
     metrics = {
         **summary(rows, spans, last_date),
-        **change_counts(read_changes(config.paths.changes), config.as_of),
+        **change_counts(changes, config.as_of),
+        **run_window(config),
     }
-    write_outputs(config, spans, per_day, per_month, metrics)
+    write_outputs(config, spans, plot_data(rows, spans, changes, last_date), metrics)
     listed = spans.filter(pl.col("status") == LISTED).height
     log.info(
         "%d listing spans of %d symbols (%d listed) through %s; %d symbols with a file that "

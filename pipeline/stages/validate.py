@@ -1,6 +1,8 @@
 """Stage validate: check the dataset against its contract and report what deserves a look.
 
 Contract violations fail the stage: a dataset that breaks them would mislead every query.
+The volume dataset is checked too, once the volume stage has built it (pipeline.volume.contract):
+its own contract, and every available day older than the lookback window has its volume row.
 Figures (missing days, delisting candidates, late publishing, symbols with no file yet) are
 what the bucket itself looks like; they are logged as warnings. Both, with a few samples of
 each, go to metrics/validation.json, written even when the stage fails.
@@ -30,9 +32,15 @@ from pipeline.dataset.contract import (
 from pipeline.dataset.schema import KEY, SCHEMA, empty
 from pipeline.dataset.spans import missing_days_in_spans
 from pipeline.dataset.store import checked_files
+from pipeline.dvc_lock import recorded_output
 from pipeline.entry import stage_main
 from pipeline.errors import PipelineError
 from pipeline.symbols import read_symbols
+from pipeline.vision.layout import KlineLayout
+from pipeline.volume.contract import volume_figures, volume_violations
+from pipeline.volume.schema import INTERVAL
+from pipeline.volume.schema import SCHEMA as SCHEMA_V
+from pipeline.volume.store import VolumeIdentity, volume_files
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ class Report:
     symbols: int
     violations: dict[str, Finding]
     figures: dict[str, Finding]
+    volume_rows: int | None = None
+    """The volume dataset's rows; None when it is not built yet (and was not checked)."""
 
     @property
     def ok(self) -> bool:
@@ -84,11 +94,13 @@ class Report:
     def metrics(self, config: Config) -> dict[str, object]:
         """metrics/validation.json: counts as numbers (for `dvc metrics show`), then samples."""
         findings = {**self.violations, **self.figures}
+        volume = {} if self.volume_rows is None else {"volume_rows": self.volume_rows}
         return {
             "ok": self.ok,
             "as_of": config.as_of.isoformat(),
             "rows": self.rows,
             "symbols": self.symbols,
+            **volume,
             "violations": {name: finding.count for name, finding in self.violations.items()},
             "figures": {name: finding.count for name, finding in self.figures.items()},
             "samples": {name: finding.samples for name, finding in findings.items()},
@@ -107,6 +119,10 @@ def figure_descriptions(config: Config) -> dict[str, str]:
         "symbols_without_files": f"symbols of symbols.json with no file up to {config.last_date}",
         "future_probe_timestamps": "rows probed later than this machine's clock says it is now "
         "(a clock ran fast); fresh probes still win over them",
+        "volume_pending": f"available days since {config.lookback_start} without volume yet "
+        "(1d files not out yet)",
+        "volume_without_availability": "volume rows of days the availability dataset has no "
+        "file for",
     }
 
 
@@ -117,8 +133,10 @@ def validate(
     without_files: Sequence[str],
     *,
     now: dt.datetime | None = None,
+    volume: pl.LazyFrame | None = None,
 ) -> Report:
-    """Every check and figure over `rows`, as lazy queries collected together."""
+    """Every check and figure over `rows` (and `volume`, the volume dataset's rows, when it is
+    built), as lazy queries collected together."""
     last = config.last_date
     profiles = symbol_profiles(rows, last)
     absent = absent_symbols(profiles, symbols)
@@ -143,13 +161,27 @@ def validate(
         "future_probe_timestamps": future_probe_timestamps(rows, now or dt.datetime.now(dt.UTC)),
     }
     totals = profiles.select(rows=pl.col("rows").sum(), symbols=pl.len())
-    found = pl.collect_all([totals, *violations.values(), *figures.values()])
-    counts, findings = found[0], [Finding.of(items) for items in found[1:]]
+    volume_totals = pl.LazyFrame({"rows": [0]})
+    if volume is not None:
+        layout = KlineLayout(market=config.dataset.market, interval=INTERVAL)
+        violations |= volume_violations(
+            volume,
+            rows,
+            layout,
+            start=config.dataset.start_date,
+            last=last,
+            lookback_start=config.lookback_start,
+        )
+        figures |= volume_figures(volume, rows, lookback_start=config.lookback_start, last=last)
+        volume_totals = volume.select(rows=pl.len())
+    found = pl.collect_all([totals, volume_totals, *violations.values(), *figures.values()])
+    counts, findings = found[0], [Finding.of(items) for items in found[2:]]
     return Report(
         rows=counts["rows"].item(),
         symbols=counts["symbols"].item(),
         violations=dict(zip(violations, findings[: len(violations)], strict=True)),
         figures=dict(zip(figures, findings[len(violations) :], strict=True)),
+        volume_rows=None if volume is None else int(found[1]["rows"].item()),
     )
 
 
@@ -273,6 +305,21 @@ def read_without_files(path: Path, as_of: dt.date) -> list[str]:
     return without
 
 
+def read_volume(config: Config) -> pl.LazyFrame | None:
+    """The volume dataset's rows, checked like the dataset's; None when it is not built yet.
+
+    `dvc repro` runs the volume stage first, so it is always built there (and a dataset that
+    dvc.lock records but that is missing here is refused by the store); only a stage run on
+    its own before any volume run finds none, and says so.
+    """
+    path = config.paths.volume
+    if not path.exists() and recorded_output(path) is None:
+        log.warning("%s is not built yet (the volume stage builds it): not checked", path)
+        return None
+    files = volume_files(path, VolumeIdentity.from_config(config))
+    return pl.scan_parquet(files).collect().lazy() if files else pl.LazyFrame(schema=SCHEMA_V)
+
+
 def run(config: Config) -> None:
     files = checked_files(config.paths.dataset, config.dataset)
     # Read once: polars would scan the files again for each query of the collect_all, while
@@ -283,6 +330,7 @@ def run(config: Config) -> None:
         config,
         read_symbols(config.paths.symbols),
         read_without_files(config.paths.run_metrics, config.as_of),
+        volume=read_volume(config),
     )
     write_json(config.paths.validation, report.metrics(config))
     descriptions = figure_descriptions(config)

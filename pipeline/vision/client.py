@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import requests
 from requests.exceptions import ChunkedEncodingError
@@ -22,6 +24,7 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     InvalidHeader,
     MaxRetryError,
+    NameResolutionError,
     ProtocolError,
     ReadTimeoutError,
 )
@@ -254,15 +257,34 @@ class VisionClient:
             params["start-after"] = start_after
         return params
 
-    def _get(self, params: dict[str, str], subject: str) -> _Attempt:
-        """One listing request, retried on transient faults until the retries or budget run out.
+    def get_object(self, url: str, *, subject: str) -> ObjectAnswer:
+        """One object's GET at `url`, with the listing's session, retries, budget and deadlines.
+
+        Returns the final answer, whatever its status (a 404 or 403 is the caller's to judge);
+        raises VisionError, naming `subject`, once the retries or the budget run out.
+        """
+        attempt = self._get({}, subject, url=url, action="download")
+        response = attempt.response
+        assert response is not None
+        return ObjectAnswer(response.status_code, response.headers, attempt.body, response.url)
+
+    def _get(
+        self,
+        params: dict[str, str],
+        subject: str,
+        *,
+        url: str | None = None,
+        action: str = "listing",
+    ) -> _Attempt:
+        """One listing request (or, given `url`, one object's GET), retried on transient faults
+        until the retries or budget run out.
 
         Each attempt, body included, has probe.timeout_s; all attempts and the waits between
         them share the budget. Returns a complete answer, which may be an error status no retry
         can change (a 404, a 403) for the caller to judge; raises VisionError once the retries
         or the budget run out.
         """
-        url = self.listing_url + "/"
+        url = url or self.listing_url + "/"
         retry = self.retry
         budget_end = time.monotonic() + self.budget_s
         while True:
@@ -274,7 +296,7 @@ class VisionClient:
             fault = _transport_fault(attempt.failure) if attempt.failure else None
             answer = None if attempt.failure or attempt.response is None else attempt.response.raw
             if attempt.failure is not None and fault is None:
-                _give_up(subject, url, params, retry, attempt)
+                _give_up(subject, url, params, retry, attempt, action=action)
             if answer is not None and not retry.is_retry(
                 "GET", answer.status, "Retry-After" in answer.headers
             ):
@@ -282,11 +304,11 @@ class VisionClient:
             try:
                 following = retry.increment("GET", url, response=answer, error=fault)
             except MaxRetryError:
-                _give_up(subject, url, params, retry, attempt)
+                _give_up(subject, url, params, retry, attempt, action=action)
             wait = following.wait_for(answer)
             if time.monotonic() + wait >= budget_end:
                 # `retry`, not `following`: the retries made, not counting one never sent.
-                _give_up(subject, url, params, retry, attempt, budget=self.budget_s)
+                _give_up(subject, url, params, retry, attempt, budget=self.budget_s, action=action)
             retry = following
             time.sleep(wait)
 
@@ -392,6 +414,17 @@ def http_date(header: str | None) -> dt.datetime | None:
 
 
 @dataclass(frozen=True)
+class ObjectAnswer:
+    """The final answer to an object's GET: its status, headers and whole body."""
+
+    status: int
+    headers: Mapping[str, str]
+    """Case-insensitive, as requests reads them."""
+    body: bytes
+    url: str
+
+
+@dataclass(frozen=True)
 class _Attempt:
     """One try of a request: the response (if headers came back), its whole body, and what
     went wrong, if anything."""
@@ -442,8 +475,12 @@ def _give_up(
     attempt: _Attempt,
     *,
     budget: float | None = None,
+    action: str = "listing",
 ) -> NoReturn:
-    raise VisionError(_failure(subject, url, params, attempt, len(retry.history), budget=budget))
+    retries = len(retry.history)
+    raise VisionError(
+        _failure(subject, url, params, attempt, retries, budget=budget, action=action)
+    )
 
 
 def _failure(
@@ -454,8 +491,10 @@ def _failure(
     retries: int,
     *,
     budget: float | None = None,
+    action: str = "listing",
 ) -> str:
-    """One line naming what was listed, every cause known (status, S3 code, fault), the URL."""
+    """One line naming what was listed (or downloaded: `action`), every cause known (status,
+    S3 code, fault), the URL."""
     shown = requests.Request("GET", url, params=params).prepare().url
     causes = []
     response = attempt.response
@@ -471,7 +510,7 @@ def _failure(
     if budget is not None:
         causes.append(f"out of the {budget:g}s retry budget")
     retried = f" after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
-    return f"{subject}: listing failed{retried} ({', '.join(causes)}) from {shown}"
+    return f"{subject}: {action} failed{retried} ({', '.join(causes)}) from {shown}"
 
 
 def _transport_fault(exc: requests.RequestException) -> Exception | None:
@@ -487,6 +526,8 @@ def _reason(exc: requests.RequestException) -> str:
     """A short cause: requests' own messages nest whole tracebacks-worth of reprs."""
     cause = exc.args[0] if exc.args else None
     reason = getattr(cause, "reason", cause)
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timed out"
     if isinstance(exc, requests.Timeout) or isinstance(reason, ReadTimeoutError | TimeoutError):
         return "timed out"
     if isinstance(exc, ChunkedEncodingError):
@@ -494,5 +535,48 @@ def _reason(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.exceptions.RetryError):
         return "too many retries"
     if isinstance(exc, requests.ConnectionError):
-        return "connection failed"
+        return _connection_reason(reason)
     return type(exc).__name__
+
+
+def _connection_reason(error: object) -> str:
+    """Why no connection was made or kept, from what urllib3 raised: the cause an operator
+    acts on differs (no network or DNS; nothing listening; a peer that hung up)."""
+    if isinstance(error, NameResolutionError):
+        return "DNS lookup failed"
+    return _os_reason(_os_error(error))
+
+
+def _os_reason(error: OSError | None) -> str:
+    if isinstance(error, socket.gaierror):
+        return "DNS lookup failed"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(error, TimeoutError):
+        return "connect timed out"
+    if error is not None and error.strerror:  # "network is unreachable", ...
+        return f"connection failed: {error.strerror[:1].lower()}{error.strerror[1:]}"
+    return "connection failed"
+
+
+def _os_error(error: object, depth: int = 4) -> OSError | None:
+    """The OSError under a urllib3 error: a NewConnectionError's cause, or the exception a
+    ProtocolError carries (`ProtocolError("Connection aborted.", ConnectionResetError(...))`)."""
+    if isinstance(error, OSError) or not isinstance(error, BaseException) or depth == 0:
+        return error if isinstance(error, OSError) else None
+    nested = [arg for arg in error.args if isinstance(arg, BaseException)]
+    return _os_error(error.__cause__ or (nested[-1] if nested else None), depth - 1)
+
+
+def unreachable(url: str, timeout_s: float) -> str | None:
+    """Why no connection to `url`'s host and port opens ("DNS lookup failed", "connection
+    refused", "connect timed out"), or None when one does. Sends nothing: it only connects."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
+    except OSError as exc:
+        return _os_reason(exc)
+    return None

@@ -1,0 +1,242 @@
+"""Stage volume: fetch the 1d kline files the volume dataset lacks and commit the changed months.
+
+Runs after update, in the same `dvc repro`: every symbol of symbols.json with available days is
+planned (pipeline.volume.planner), so a new symbol's volume history arrives with its
+availability. Its 1d folders are listed only where news can be (about one request per symbol on
+a quiet day), the files new or re-uploaded since are downloaded, verified and parsed, and the
+months they change are committed together, atomically. Downloads are checkpointed batch by
+batch: a killed run's rerun does not fetch them again. What it did goes to metrics/volume.json,
+and the total quote volume per day (with the top symbols' share) to the plot data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.atomic import write_json, write_text
+from pipeline.config import Config
+from pipeline.dataset.commit import journal_path, staged_commit
+from pipeline.dataset.store import checked_files
+from pipeline.entry import stage_main
+from pipeline.errors import PipelineError
+from pipeline.symbols import read_symbols
+from pipeline.vision.client import VisionClient
+from pipeline.vision.download import Downloader
+from pipeline.vision.layout import KlineLayout
+from pipeline.vision.listing import PAGE_SIZE
+from pipeline.volume.checkpoint import VolumeCheckpoint
+from pipeline.volume.fetch import KEYS_PER_FILE, Fetched, Listed, download, list_folders
+from pipeline.volume.planner import AVAILABLE_SCHEMA, FetchPlan, VolumeInputs, plan_fetches
+from pipeline.volume.planner import symbol_states as plan_states
+from pipeline.volume.schema import INTERVAL, KEY, SCHEMA
+from pipeline.volume.store import (
+    VolumeIdentity,
+    read_sources,
+    read_volume_months,
+    volume_files,
+    write_volume,
+)
+
+log = logging.getLogger(__name__)
+
+PLOT_FILE = "volume_per_day.csv"
+TOP_SYMBOLS = 10
+
+
+class VolumeMergeError(PipelineError):
+    """The fetched rows would give two rows for one (date, symbol)."""
+
+
+def available_days(config: Config) -> pl.DataFrame:
+    """The available (symbol, date) of the availability dataset (AVAILABLE_SCHEMA)."""
+    files = checked_files(config.paths.dataset, config.dataset)
+    if not files:
+        return pl.DataFrame(schema=AVAILABLE_SCHEMA)
+    return (
+        pl.scan_parquet(files).filter(pl.col("available")).select(list(AVAILABLE_SCHEMA)).collect()
+    )
+
+
+def merge(previous: pl.DataFrame, plan: FetchPlan, fetched: pl.DataFrame) -> pl.DataFrame:
+    """`previous` (the touched months' rows) without the rows the plan replaces, plus `fetched`.
+
+    Refused if a key would be there twice: two fetched files giving one day (a monthly file
+    and a daily file of one month are never both fetched, so this is a broken bucket).
+    """
+    merged = pl.concat([previous.join(plan.drops, on=["symbol", "date"], how="anti"), fetched])
+    twice = merged.filter(pl.struct(*KEY).is_duplicated()).sort("date", "symbol", "source")
+    if not twice.is_empty():
+        first = twice.row(0, named=True)
+        sources = twice.filter(
+            (pl.col("date") == first["date"]) & (pl.col("symbol") == first["symbol"])
+        )["source"].to_list()
+        raise VolumeMergeError(
+            f"{first['symbol']} {first['date']} comes from two files ({', '.join(sources)}): "
+            "the bucket has overlapping 1d files; nothing was written"
+        )
+    return merged
+
+
+def request_minimum(listed: Listed, fetched: Fetched) -> int:
+    """The fewest requests this run's listings and downloads could take: per folder listed,
+    ⌈keys / 1000⌉ pages (at least one), one GET per file fetched, and one more per file
+    whose ETag is multipart (no MD5: its .CHECKSUM verifies it)."""
+    pages = 0
+    for frame, symbols in (
+        (listed.monthly, listed.monthly_symbols),
+        (listed.daily, listed.daily_symbols),
+    ):
+        counts = dict(frame.group_by("symbol").len().iter_rows())
+        pages += sum(
+            max(1, math.ceil(KEYS_PER_FILE * counts.get(s, 0) / PAGE_SIZE)) for s in symbols
+        )
+    return pages + fetched.files + fetched.multipart
+
+
+def per_day(rows: pl.LazyFrame) -> pl.DataFrame:
+    """Total quote volume per day and the share of the day's top symbols in it.
+
+    Summed in a fixed order and rounded: an unchanged dataset gives unchanged bytes.
+    """
+    quote = pl.col("quote_volume").sort()
+    return (
+        rows.group_by("date")
+        .agg(
+            quote_volume=quote.sum(),
+            top=pl.col("quote_volume").top_k(TOP_SYMBOLS).sort().sum(),
+            symbols=pl.len(),
+        )
+        .select(
+            "date",
+            pl.col("quote_volume").round(2),
+            top_share=pl.when(pl.col("quote_volume") > 0)
+            .then(pl.col("top") / pl.col("quote_volume"))
+            .round(6),
+            symbols=pl.col("symbols").cast(pl.Int64),
+        )
+        .sort("date")
+        .collect()
+    )
+
+
+def run_metrics(
+    config: Config,
+    listed: Listed,
+    fetched: Fetched,
+    *,
+    requests: tuple[int, int],
+    retries: int,
+    replaced: int,
+    months_rewritten: int,
+    totals: pl.DataFrame,
+) -> dict[str, object]:
+    """What this run listed and fetched; no durations: an unchanged rerun changes nothing."""
+    listing_requests, download_requests = requests
+    return {
+        "as_of": config.as_of.isoformat(),
+        "last_date": config.last_date.isoformat(),
+        "symbols_listed": listed.symbols,
+        "monthly_folders_listed": len(listed.monthly_symbols),
+        "daily_folders_listed": len(listed.daily_symbols),
+        "requests": listing_requests + download_requests,
+        "listing_requests": listing_requests,
+        "download_requests": download_requests,
+        "request_minimum": request_minimum(listed, fetched),
+        "retries": retries,
+        "files_listed": listed.monthly.height + listed.daily.height,
+        "files_fetched": fetched.files,
+        "files_resumed": fetched.resumed,
+        "bytes": fetched.bytes,
+        "rows_fetched": fetched.rows.height,
+        "rows_replaced": replaced,
+        "months_rewritten": months_rewritten,
+        "rows": totals["rows"].item(),
+        "symbols": totals["symbols"].item(),
+    }
+
+
+def run(config: Config) -> None:
+    path = config.paths.volume
+    identity = VolumeIdentity.from_config(config)
+    inputs = VolumeInputs.for_run(config)
+    stored = read_sources(path, identity)
+    states = plan_states(stored, available_days(config), read_symbols(config.paths.symbols), inputs)
+    workers = config.volume.workers
+    checkpoint = VolumeCheckpoint.beside(path, identity.identity())
+    probe = config.probe
+    with VisionClient(
+        config.vision.listing_url,
+        timeout_s=probe.timeout_s,
+        retries=probe.retries,
+        backoff_s=probe.backoff_s,
+        pool_size=max(workers, probe.workers),
+    ) as client:
+        layout = KlineLayout.from_config(config, INTERVAL)
+        listed = list_folders(client, layout, list(states.values()), inputs, workers=workers)
+        listing_requests = client.requests
+        plan = plan_fetches(stored, listed.monthly, listed.daily, inputs)
+        fetched = download(
+            Downloader(client, config.vision.download_url),
+            plan.files,
+            workers=workers,
+            resumed=checkpoint.load(),
+            on_batch=checkpoint.save,
+        )
+        requests = (listing_requests, client.requests - listing_requests)
+        retries = client.retries
+    new_rows = fetched.rows.filter(pl.col("date").is_between(inputs.start_date, inputs.last_date))
+    months = set(plan.months()) | set(
+        new_rows.get_column("date").dt.truncate("1mo").unique().to_list()
+    )
+    previous = read_volume_months(path, months)
+    merged = merge(previous, plan, new_rows)
+    with staged_commit(journal_path(path)) as commit:
+        rewritten = write_volume(merged, path, identity, previous=previous, commit=commit)
+    checkpoint.clear()
+    files = volume_files(path, identity)
+    rows = pl.scan_parquet(files) if files else pl.LazyFrame(schema=SCHEMA)
+    totals = rows.select(rows=pl.len(), symbols=pl.col("symbol").n_unique()).collect()
+    write_plot(config.paths.plots / PLOT_FILE, per_day(rows))
+    replaced = plan.drops.height
+    write_json(
+        config.paths.volume_metrics,
+        run_metrics(
+            config,
+            listed,
+            fetched,
+            requests=requests,
+            retries=retries,
+            replaced=replaced,
+            months_rewritten=len(rewritten),
+            totals=totals,
+        ),
+    )
+    log.info(
+        "listed the 1d folders of %d symbols and fetched %d files (%d resumed, %d bytes) with "
+        "%d requests (%d retries); %d rows fetched, %d replaced; %d months rewritten%s; "
+        "%d rows of %d symbols",
+        listed.symbols,
+        fetched.files,
+        fetched.resumed,
+        fetched.bytes,
+        sum(requests),
+        retries,
+        new_rows.height,
+        replaced,
+        len(rewritten),
+        f" ({', '.join(rewritten)})" if 0 < len(rewritten) <= 6 else "",
+        totals["rows"].item(),
+        totals["symbols"].item(),
+    )
+
+
+def write_plot(path: Path, frame: pl.DataFrame) -> None:
+    write_text(path, frame.with_columns(pl.col("date").dt.to_string()).write_csv())
+
+
+if __name__ == "__main__":
+    stage_main("volume", run, __doc__)

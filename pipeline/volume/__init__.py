@@ -1,0 +1,1 @@
+"""The volume dataset: daily kline figures per symbol from Binance Vision's 1d kline files."""

@@ -1,0 +1,299 @@
+"""The volume planner: which 1d folders a run lists, then which files it fetches and which
+stored rows those files replace, as pure functions of what is known.
+
+Cheap sources first. A complete month comes from its monthly file (one GET for up to 31 rows);
+days after the newest monthly file come from daily files. What exists comes from listings:
+
+- the monthly folder is listed only when it can hold news: a symbol with no volume yet, a
+  complete month after the newest stored monthly file that holds available days or daily-sourced
+  rows (its monthly file is due), or a one-off repair (`run.repair`: an audit relists all);
+- the daily folder is listed, from the first day of a month (start-after) to the month's end,
+  only for months without a monthly file that hold an available day (of the availability
+  dataset) with no volume row yet, or an available day of the lookback window (late or
+  re-uploaded files), or the repair's dates. Consecutive months are one listing.
+
+Then a listed file is fetched only when no stored row has it as its source with the same ETag
+and size (a new file or a re-upload); a monthly file's rows replace all of its month's rows (the
+daily-sourced ones it supersedes included), a daily file's row replaces its day's row. Daily
+files of a month that has a monthly file are never fetched.
+
+Months are named by their first day, as pipeline.vision.layout.KlineLayout names them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline.config import Config, Repair
+
+ONE_DAY = dt.timedelta(days=1)
+MONTHLY = "monthly"
+DAILY = "daily"
+
+LISTED_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "period": pl.Date(),
+    "key": pl.String(),
+    "etag": pl.String(),
+    "size": pl.Int64(),
+}
+"""Listed zips of one kind: `period` is the month (its first day) of a monthly file, the day of
+a daily one."""
+
+FILES_SCHEMA: dict[str, pl.DataType] = {"kind": pl.String(), **LISTED_SCHEMA}
+"""Files to fetch: LISTED_SCHEMA with their kind (MONTHLY or DAILY)."""
+
+AVAILABLE_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
+"""The available (date, symbol) of the availability dataset."""
+
+DROPS_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
+
+
+def month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def month_end(month: dt.date) -> dt.date:
+    return (month.replace(day=1) + dt.timedelta(days=32)).replace(day=1) - ONE_DAY
+
+
+def last_complete_month(last_date: dt.date) -> dt.date:
+    """The newest month whose days are all on or before `last_date`: its monthly file can exist."""
+    if month_end(last_date) == last_date:
+        return month_start(last_date)
+    return month_start(month_start(last_date) - ONE_DAY)
+
+
+@dataclass(frozen=True)
+class VolumeInputs:
+    """What a volume run is asked for: its dates, the lookback window and a one-off repair."""
+
+    start_date: dt.date
+    last_date: dt.date
+    """run.as_of - 1: the newest day whose files can be out."""
+    lookback_start: dt.date
+    repair: Repair | None = None
+    """An audit: its symbols (None: all) have both folders relisted over its dates."""
+
+    @classmethod
+    def for_run(cls, config: Config) -> VolumeInputs:
+        return cls(
+            start_date=config.dataset.start_date,
+            last_date=config.last_date,
+            lookback_start=config.lookback_start,
+            repair=config.repair,
+        )
+
+    def audits(self, symbol: str) -> bool:
+        repair = self.repair
+        return repair is not None and (repair.symbols is None or symbol in repair.symbols)
+
+    def audit_months(self) -> list[dt.date]:
+        """The months a repair relists (every month of its dates)."""
+        assert self.repair is not None
+        first = month_start(self.repair.since or self.start_date)
+        last = month_start(self.repair.until or self.last_date)
+        return months_between(first, last)
+
+
+def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every month (first day) from `first`'s through `last`'s."""
+    months, month = [], month_start(first)
+    while month <= last:
+        months.append(month)
+        month = month_start(month + dt.timedelta(days=32))
+    return months
+
+
+@dataclass(frozen=True)
+class SymbolState:
+    """What is known of one symbol before listing, by month (each named by its first day)."""
+
+    symbol: str
+    monthly_months: frozenset[dt.date] = frozenset()
+    """Months whose stored rows come from the monthly file."""
+    daily_months: frozenset[dt.date] = frozenset()
+    """Months with stored rows from daily files."""
+    uncovered_months: frozenset[dt.date] = frozenset()
+    """Months with an available day (availability dataset) that has no volume row."""
+    recent_months: frozenset[dt.date] = frozenset()
+    """Months with an available day inside the lookback window."""
+
+
+def symbol_states(
+    stored: pl.DataFrame,
+    available: pl.DataFrame,
+    symbols: Iterable[str],
+    inputs: VolumeInputs,
+) -> dict[str, SymbolState]:
+    """Each symbol's state, for `symbols` and every symbol of the stored rows.
+
+    `stored` has STORED_SCHEMA's columns, `available` AVAILABLE_SCHEMA's; available days after
+    `inputs.last_date` are ignored.
+    """
+    available = available.filter(
+        pl.col("date").is_between(inputs.start_date, inputs.last_date)
+    ).select("symbol", "date")
+    month = pl.col("date").dt.truncate("1mo").alias("month")
+    kinds = (
+        stored.select("symbol", month, monthly=is_monthly_source())
+        .unique()
+        .group_by("symbol", "monthly")
+        .agg("month")
+    )
+    uncovered = (
+        available.join(stored.select("symbol", "date"), on=["symbol", "date"], how="anti")
+        .select("symbol", month)
+        .unique()
+        .group_by("symbol")
+        .agg("month")
+    )
+    recent = (
+        available.filter(pl.col("date") >= inputs.lookback_start)
+        .select("symbol", month)
+        .unique()
+        .group_by("symbol")
+        .agg("month")
+    )
+    found: dict[str, dict[str, frozenset[dt.date]]] = {s: {} for s in symbols}
+    for symbol, monthly, months in kinds.iter_rows():
+        found.setdefault(symbol, {})["monthly_months" if monthly else "daily_months"] = frozenset(
+            months
+        )
+    for name, frame in (("uncovered_months", uncovered), ("recent_months", recent)):
+        for symbol, months in frame.iter_rows():
+            if symbol in found:  # only symbols in scope or stored are planned
+                found[symbol][name] = frozenset(months)
+    return {symbol: SymbolState(symbol, **fields) for symbol, fields in sorted(found.items())}
+
+
+def is_monthly_source() -> pl.Expr:
+    """Whether a stored row's `source` is a monthly zip (…-YYYY-MM.zip), not a daily one."""
+    return pl.col("source").str.contains(r"-\d{4}-\d{2}\.zip$")
+
+
+def needs_monthly_listing(state: SymbolState, inputs: VolumeInputs) -> bool:
+    """Whether the symbol's monthly folder can hold a file this run should know of.
+
+    A complete month after the newest stored monthly file, holding available days or daily
+    rows, is due a monthly file; a month before it that never got one is covered by daily files
+    and not asked about again (an audit relists it).
+    """
+    if inputs.audits(state.symbol):
+        return True
+    complete = last_complete_month(inputs.last_date)
+    newest = max(state.monthly_months, default=None)
+    due = state.uncovered_months | state.daily_months
+    return any(
+        month_start(inputs.start_date) <= month <= complete and (newest is None or month > newest)
+        for month in due
+    )
+
+
+def daily_windows(
+    state: SymbolState,
+    monthly_months: Iterable[dt.date],
+    inputs: VolumeInputs,
+) -> list[tuple[dt.date, dt.date]]:
+    """The day ranges of the symbol's daily folder to list, first to last day inclusive.
+
+    `monthly_months`: the months with a monthly file, stored or listed this run. One range per
+    run of consecutive months wanted, clipped to the dataset's dates.
+    """
+    covered = set(monthly_months)
+    wanted = set(state.uncovered_months | state.recent_months)
+    if inputs.audits(state.symbol):
+        wanted.update(inputs.audit_months())
+    first_month, last_month = month_start(inputs.start_date), month_start(inputs.last_date)
+    months = sorted(m for m in wanted - covered if first_month <= m <= last_month)
+    windows: list[tuple[dt.date, dt.date]] = []
+    for month in months:
+        first, last = max(month, inputs.start_date), min(month_end(month), inputs.last_date)
+        if windows and windows[-1][1] + ONE_DAY == first:
+            windows[-1] = (windows[-1][0], last)
+        else:
+            windows.append((first, last))
+    return windows
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    files: pl.DataFrame
+    """The files to GET (FILES_SCHEMA), sorted by symbol, kind, period."""
+    drops: pl.DataFrame
+    """The stored (symbol, date) rows the fetched files replace (DROPS_SCHEMA), sorted."""
+
+    def months(self) -> list[dt.date]:
+        """The months the plan touches: those whose partitions may change."""
+        touched = pl.concat(
+            [
+                self.files.select(pl.col("period").dt.truncate("1mo")),
+                self.drops.select(period=pl.col("date").dt.truncate("1mo")),
+            ]
+        )
+        return sorted(touched.get_column("period").unique().to_list())
+
+
+def plan_fetches(
+    stored: pl.DataFrame,
+    monthly: pl.DataFrame,
+    daily: pl.DataFrame,
+    inputs: VolumeInputs,
+) -> FetchPlan:
+    """The files to fetch and the stored rows they replace.
+
+    `stored`: STORED_SCHEMA; `monthly`, `daily`: what this run listed (LISTED_SCHEMA). Only
+    complete months and days within the dataset's dates count. A listed file that a stored row
+    has as its source, with the same ETag and size, is not fetched again.
+    """
+    first_month = month_start(inputs.start_date)
+    monthly = monthly.filter(
+        pl.col("period").is_between(first_month, last_complete_month(inputs.last_date))
+    )
+    daily = daily.filter(pl.col("period").is_between(inputs.start_date, inputs.last_date))
+    stored_months = stored.filter(is_monthly_source()).select(
+        "symbol", period=pl.col("date").dt.truncate("1mo")
+    )
+    covered = pl.concat([stored_months, monthly.select("symbol", "period")]).unique()
+    daily = (
+        daily.with_columns(month=pl.col("period").dt.truncate("1mo"))
+        .join(covered.rename({"period": "month"}), on=["symbol", "month"], how="anti")
+        .drop("month")
+    )
+    sources = stored.select("symbol", key="source", etag="source_etag", size="source_size").unique()
+    files = (
+        pl.concat(
+            [
+                monthly.select(*LISTED_SCHEMA, kind=pl.lit(MONTHLY)),
+                daily.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
+            ]
+        )
+        .join(sources, on=["symbol", "key", "etag", "size"], how="anti")
+        .sort("symbol", "kind", "period")
+    )
+    by_month = files.filter(pl.col("kind") == MONTHLY).select("symbol", month=pl.col("period"))
+    by_day = files.filter(pl.col("kind") == DAILY).select("symbol", date=pl.col("period"))
+    keys = stored.select("symbol", "date", month=pl.col("date").dt.truncate("1mo"))
+    drops = (
+        pl.concat(
+            [
+                keys.join(by_month, on=["symbol", "month"]).select("symbol", "date"),
+                keys.join(by_day, on=["symbol", "date"]).select("symbol", "date"),
+            ]
+        )
+        .unique()
+        .sort("symbol", "date")
+    )
+    return FetchPlan(
+        files=files.select(list(FILES_SCHEMA)).cast(FILES_SCHEMA),
+        drops=drops.cast(DROPS_SCHEMA),
+    )
+
+
+def listed(rows: Sequence[tuple[str, dt.date, str, str, int]]) -> pl.DataFrame:
+    """Listed files (symbol, period, key, etag, size) as a LISTED_SCHEMA frame."""
+    return pl.DataFrame(rows, schema=LISTED_SCHEMA, orient="row")
