@@ -17,7 +17,7 @@ export PYTHONUTF8 := 1
 .PHONY: help update backfill audit report pull publish configure-remote install-s3 test lint format dag status demo bench clean distclean
 
 help: ## List the targets, and where their code lives
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 	@printf '%s\n' "" "Code (docs/design.md, Architecture):" \
 		"  pipeline/ops/       update, backfill, audit, report, pull: one-off params, then dvc repro" \
 		"  pipeline/stages/    one module per DVC stage (dvc.yaml): python -m pipeline.stages.NAME" \

@@ -57,11 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(f"--symbols {args.symbols}: {exc}")
+    try:
+        _play(universe, today, args.keep)
+    except DemoFailed as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    _next_steps(args.keep)
+    return 0
+
+
+class DemoFailed(Exception):
+    """A run of the demo failed: the message says which, and DVC's errors."""
+
+
+def _play(universe: Universe, today: dt.date, kept: Path | None) -> None:
+    """The two days, in a scratch project (at `kept`, kept, when given)."""
     with (
         tempfile.TemporaryDirectory(prefix="vision-demo-") as scratch,
         Emulator(universe) as emulator,
     ):
-        root = args.keep or Path(scratch) / "project"
+        root = kept or Path(scratch) / "project"
         project = ScratchProject.create(
             root,
             {
@@ -87,18 +102,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         second = _run(project, emulator, f"Day 2: {NEW_SYMBOL} was listed overnight")
         _summary(project, second)
         _next_day_proof(project, emulator)
-        if args.keep is not None:
+        if kept is not None:
             keep(project, next_day, emulator.port)
-    _next_steps(args.keep)
-    return 0
 
 
 def _run(project: ScratchProject, emulator: Emulator, title: str) -> dict[str, object]:
     print(f"== {title}: dvc repro")
     emulator.reset_counters()
     started = time.monotonic()
-    result = project.repro()
+    result = project.repro(check=False)
     seconds = time.monotonic() - started
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+        raise DemoFailed(
+            f"{title}: dvc repro exited {result.returncode}; the project is in {project.root}:\n"
+            + "\n".join(errors or result.stderr.splitlines()[-5:])
+        )
     ran = [
         line.split("'")[1]
         for line in result.stdout.splitlines()

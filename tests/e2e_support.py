@@ -22,6 +22,7 @@ import polars as pl
 import yaml
 
 from devtools.emulator import Emulator, Knobs, Universe
+from devtools.emulator.universe import KLINE_1D
 from devtools.scratch import ScratchProject
 from pipeline.dataset.schema import SCHEMA
 from pipeline.ops.one_off import journal_path
@@ -154,9 +155,13 @@ def minimal_pages(bucket: Universe, symbols: list[str], first: dt.date = START) 
 
 
 def listings(counters: Mapping[str, Any], symbol: str | None = None) -> int:
-    """Listing requests in emulator counters: all of them, or those of one symbol's folder."""
+    """Listing requests of the availability stages in emulator counters: all of them, or those
+    of one symbol's folder. The 1d folders' requests (listings and GETs, counted together by
+    prefix) are the volume stage's, counted in its metrics/volume.json."""
     if symbol is None:
-        return counters["by_kind"].get("list", 0)
+        return sum(
+            n for prefix, n in counters["by_prefix"].items() if f"/{KLINE_1D}/" not in prefix
+        )
     return counters["by_prefix"].get(LAYOUT.symbol_prefix(symbol), 0)
 
 

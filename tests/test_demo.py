@@ -107,6 +107,22 @@ def test_keep_refuses_an_existing_directory(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_make_demo_passes_keep_on(tmp_path):
+    # An existing directory: the demo refuses it before it builds anything.
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENVIRONMENT}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "RUNTIME=", "demo", f"KEEP={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"--keep {tmp_path}: it exists already; name a new directory" in done.stderr
+
+
 def test_a_kept_project_runs_make_update_and_the_readme_examples(ran: Demo):
     port = urlsplit(params(ran.kept)["vision"]["listing_url"]).port
     with kept_emulator(ran.kept, port):
@@ -129,7 +145,10 @@ def test_a_kept_project_runs_make_update_and_the_readme_examples(ran: Demo):
             check=False,
         )
         assert answer.returncode == 0, (args, answer.stderr)
-        assert answer.stdout.strip(), args
+        if "-o" in args:  # the answer went to that file
+            assert (ran.kept / args[args.index("-o") + 1]).stat().st_size > 0, args
+        else:
+            assert answer.stdout.strip(), args
         for symbol in ("BTCUSDT", "ETHUSDT"):
             if symbol in args:
                 assert symbol in answer.stdout, (args, answer.stdout)

@@ -45,7 +45,7 @@ def build_repo(root: Path, **params: dict) -> Path:
     root.mkdir(parents=True)
     config = load_config(write_params(root, params))
     commit_dataset(frame(*ROWS), root / config.paths.dataset, config.dataset, previous=empty())
-    write_volume(VOLUME, root / config.paths.volume)
+    write_volume(VOLUME, root / config.paths.volume, config.dataset)
     (root / "dvc.lock").write_text(LOCK, encoding="utf-8")
     return root
 

@@ -7,6 +7,7 @@ pipeline.volume.schema, plus _dataset.json), as the volume stage will write it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -14,11 +15,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import DatasetConfig, load_config
+from pipeline.dataset.commit import journal_path, staged_commit
 from pipeline.dataset.schema import empty
 from pipeline.query import cli
 from pipeline.query import volume as volumes
+from pipeline.volume import store
 from pipeline.volume.schema import SCHEMA as VOLUME_SCHEMA
+from pipeline.volume.store import VolumeIdentity
 from tests import support
 from tests.support import D, commit_dataset, dates, frame, write_params
 
@@ -49,16 +53,18 @@ def klines(symbol: str, first: str, last: str, quote_volume: float, **kw) -> lis
     return [kline(day, symbol, quote_volume, **kw) for day in dates(first, last)]
 
 
-def write_volume(rows: list[dict], directory: Path, *, market: str = "um") -> None:
-    """The volume dataset of `rows`: a partition per month, sorted by symbol and date."""
-    directory.mkdir(parents=True, exist_ok=True)
-    table = pl.DataFrame(rows, schema=VOLUME_SCHEMA).with_columns(
-        month=pl.col("date").dt.strftime("%Y-%m")
-    )
-    for (month,), part in table.group_by("month"):
-        part.drop("month").sort("symbol", "date").write_parquet(directory / f"{month}.parquet")
-    identity = {"market": market, "interval": "1d", "start_date": "2024-01-01"}
-    (directory / "_dataset.json").write_text(json.dumps(identity), encoding="utf-8")
+def write_volume(rows: list[dict], directory: Path, dataset: DatasetConfig) -> None:
+    """The volume dataset of `rows` for the availability dataset of `dataset`, committed by
+    the volume store as the volume stage commits it."""
+    identity = VolumeIdentity(dataset.market, dataset.start_date, dataset.contracts)
+    with staged_commit(journal_path(directory)) as commit:
+        store.write_volume(
+            pl.DataFrame(rows, schema=VOLUME_SCHEMA),
+            directory,
+            identity,
+            previous=pl.DataFrame(schema=VOLUME_SCHEMA),
+            commit=commit,
+        )
 
 
 X = "2024-02-05"  # the day the universe is asked for
@@ -92,7 +98,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     commit_dataset(
         frame(*AVAILABILITY), tmp_path / config.paths.dataset, config.dataset, previous=empty()
     )
-    write_volume(VOLUME, tmp_path / config.paths.volume)
+    write_volume(VOLUME, tmp_path / config.paths.volume, config.dataset)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -293,11 +299,15 @@ def test_a_partition_of_another_schema_is_refused_in_one_line(project, capsys):
         pl.col("quote_volume").cast(pl.String)
     ).write_parquet(february)
     before = support.snapshot()
-    assert ask(capsys, "universe", X, "--top", "3") == (
-        1,
-        "",
-        f"vision-query: error: {february} is not a volume partition (wrong columns: "
-        "quote_volume:String, trades:missing): restore it with `dvc checkout` or `dvc pull`\n",
+    code, out, err = ask(capsys, "universe", X, "--top", "3")
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"vision-query: error: {february} has columns date:Date, symbol:String, open:Float64"
+    )
+    assert err.endswith(
+        "expected "
+        + ", ".join(f"{k}:{v}" for k, v in VOLUME_SCHEMA.items())
+        + ": restore it with `dvc checkout` or `dvc pull`\n"
     )
     assert ask(capsys, "panel", "--since", X)[0] == 1
     assert support.snapshot() == before
@@ -314,12 +324,13 @@ def test_no_volume_dataset_and_another_markets_one(project, capsys):
         "(make update) or `dvc pull`, or name the volume dataset's folder with --volume DIR\n",
     )
     assert len(ask_json(capsys, "volume", "AAAUSDT", "--volume", "elsewhere")) == 17
-    write_volume(VOLUME, Path("cm-volume"), market="cm")
+    cm = dataclasses.replace(load_config("params.yaml").dataset, market="cm")
+    write_volume(VOLUME, Path("cm-volume"), cm)
     assert ask(capsys, "volume", "AAAUSDT", "--volume", "cm-volume") == (
         1,
         "",
-        "vision-query: error: cm-volume holds the cm market's volume, but the availability "
-        "dataset is of the um market: name the matching one with --volume DIR\n",
+        "vision-query: error: cm-volume is not the volume of this availability dataset: "
+        "market cm (not um): name the matching one with --volume DIR\n",
     )
 
 

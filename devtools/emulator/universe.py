@@ -713,7 +713,8 @@ def _folder_entries(
 
 @dataclass(frozen=True)
 class Universe:
-    """Which daily files the bucket holds on `today`; immutable, edited by making new ones."""
+    """Which files the bucket holds on `today`: the intervals' daily files, and the 1d klines
+    that follow from them (`kline_1d`). Immutable, edited by making new ones."""
 
     today: date
     specs: Mapping[str, SymbolSpec] = field(hash=False)

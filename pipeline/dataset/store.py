@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -167,7 +166,7 @@ def _check_no_stray_file(dataset: Path) -> None:
 
 
 def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
-    entry = recorded_output(_as_recorded(dataset, lock), lock)
+    entry = recorded_output(_as_recorded(dataset, lock), lock) or recorded_output(dataset, lock)
     if entry is None:
         return
     # Only the files DVC records count: a temporary file left by a killed run must not
@@ -187,9 +186,9 @@ def _check_complete(dataset: Path, files: list[Path], lock: Path) -> None:
 
 
 def _as_recorded(dataset: Path, lock: Path) -> Path:
-    """`dataset` as `lock` names its outputs, relative to the lock's folder: `../data/x`, seen
-    from a subfolder of the repository, is `data/x`. Outside that folder, it is left as is."""
-    here, base = Path(os.path.abspath(dataset)), Path(os.path.abspath(lock)).parent
+    """`dataset` as DVC names its outputs in `lock`, relative to the lock's folder: `../data/x`,
+    seen from a subfolder of the repository, is `data/x`. Outside that folder, left as is."""
+    here, base = dataset.resolve(), lock.resolve().parent
     return here.relative_to(base) if here.is_relative_to(base) else dataset
 
 

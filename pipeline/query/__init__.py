@@ -333,7 +333,21 @@ def wide(long: pl.DataFrame, value: str) -> pl.DataFrame:
     """`long` (date, symbol, `value`, ...) as a date x symbol matrix of `value`, a column per
     symbol in name order. A day before a symbol's first file has no row: false for a flag (it
     had no file and was not listed), null for a figure."""
-    matrix = long.pivot(on="symbol", index="date", values=value, sort_columns=True).sort("date")
+    symbols = long.get_column("symbol").unique().sort().to_list()
+    if not symbols:
+        return pl.DataFrame(schema={"date": pl.Date})
+    # Every (date, symbol) cell, in symbol order within each date, gathered into one list per
+    # date and spread into columns: many times faster than a pivot at a thousand symbols.
+    matrix = (
+        long.select(pl.col("date").unique())
+        .join(pl.DataFrame({"symbol": symbols}), how="cross")
+        .join(long.select("date", "symbol", value), on=["date", "symbol"], how="left")
+        .sort("date", "symbol")
+        .group_by("date", maintain_order=True)
+        .agg(pl.col(value))
+        .with_columns(pl.col(value).list.to_struct(fields=symbols))
+        .unnest(value)
+    )
     if long.schema[value] == pl.Boolean:
         matrix = matrix.with_columns(pl.exclude("date").fill_null(False))
     return matrix

@@ -83,8 +83,8 @@ class Context:
                 "the volume dataset is found through params.yaml (paths.volume), and there is "
                 "none here or above: name its folder with --volume DIR"
             )
-        return volumes.checked_volume_partitions_provisional(
-            self.sources.volume, market=self.identity.market
+        return volumes.checked_volume_partitions(
+            self.sources.volume, self.identity, lock=self.sources.lock
         )
 
     def volume(self) -> pl.LazyFrame:

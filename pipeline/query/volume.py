@@ -12,15 +12,11 @@ from typing import Literal
 
 import polars as pl
 
-from pipeline.dataset.store import (
-    IDENTITY_FILE,
-    PARTITION_NAME,
-    StoreError,
-    partition_files,
-    refuse_denied_read,
-)
+from pipeline.config import DatasetConfig
+from pipeline.dataset.store import IDENTITY_FILE, StoreError
+from pipeline.dvc_lock import DVC_LOCK
 from pipeline.query import check_no_interrupted_commit
-from pipeline.volume.schema import SCHEMA as VOLUME_SCHEMA
+from pipeline.volume.store import VolumeIdentity, volume_files
 
 Measure = Literal["quote_volume", "trades"]
 MEASURES: tuple[Measure, ...] = ("quote_volume", "trades")
@@ -40,65 +36,43 @@ KLINE_FIGURES = (
 UNIVERSE_COLUMNS = ("rank", "symbol", "volume", "days_listed")
 
 
-def checked_volume_partitions_provisional(volume: Path, *, market: str | None = None) -> list[Path]:
-    """The volume dataset's partitions, once each is known to have the agreed schema.
-
-    PROVISIONAL: stands in for pipeline.volume.store's checks until that module lands; switch
-    this to them (completeness against dvc.lock, identity, misplaced rows) then. It refuses,
-    in one line: a half-applied commit, no partition, a file that is not a month partition,
-    a partition of other columns, and an identity of another market than the availability's.
-    """
+def checked_volume_partitions(
+    volume: Path, availability: DatasetConfig, *, lock: Path = DVC_LOCK
+) -> list[Path]:
+    """The volume dataset's partitions, once pipeline.volume.store has checked them (whole as
+    `lock` records it, of the volume schema, no stray file) and they are known to be the
+    volume of the availability dataset's market, start date and contracts."""
     check_no_interrupted_commit(volume)
-    files = partition_files(volume)
+    identity = VolumeIdentity(
+        market=availability.market,
+        start_date=availability.start_date,
+        contracts=availability.contracts,
+    )
+    _check_identity(volume, identity)
+    files = volume_files(volume, identity, lock=lock)
     if not files:
         raise StoreError(
             f"no volume partitions under {volume}: run the pipeline (make update) or "
             "`dvc pull`, or name the volume dataset's folder with --volume DIR"
         )
-    for path in files:
-        if not PARTITION_NAME.fullmatch(path.name):
-            raise StoreError(f"{path} is not a YYYY-MM.parquet partition: move it out of {volume}")
-        _check_volume_schema(path)
-    _check_market(volume, market)
     return files
 
 
-def _check_volume_schema(path: Path) -> None:
-    try:
-        found = pl.read_parquet_schema(path)
-    except Exception as exc:  # polars raises several types for a damaged file
-        refuse_denied_read(exc, path)
-        raise StoreError(
-            f"{path} is not a readable Parquet file ({type(exc).__name__}): "
-            "restore it with `dvc checkout` or `dvc pull`"
-        ) from None
-    if dict(found) != VOLUME_SCHEMA:
-        wrong = [
-            f"{name}:{found.get(name, 'missing')}"
-            for name, dtype in VOLUME_SCHEMA.items()
-            if found.get(name) != dtype
-        ] + [f"{name} (unexpected)" for name in found if name not in VOLUME_SCHEMA]
-        raise StoreError(
-            f"{path} is not a volume partition (wrong columns: {', '.join(wrong)}): "
-            "restore it with `dvc checkout` or `dvc pull`"
-        )
-
-
-def _check_market(volume: Path, market: str | None) -> None:
-    """A volume dataset of another market than the availability's would rank the wrong coins."""
+def _check_identity(volume: Path, identity: VolumeIdentity) -> None:
+    """Volume of another market (or history) would rank other coins: said as the query's
+    problem, where the store would speak of params.yaml and a new dataset."""
     path = volume / IDENTITY_FILE
-    if market is None or not path.exists():
-        return
     try:
-        identity = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        refuse_denied_read(exc, path)
-        raise StoreError(f"{path} is not JSON: restore it with `dvc checkout`") from None
-    found = identity.get("market", market) if isinstance(identity, dict) else market
-    if found != market:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # missing or unreadable: the store's check names it
+    expected = identity.identity()
+    if isinstance(found, dict) and found != expected:
+        differ = [key for key in sorted(expected) if found.get(key) != expected[key]]
+        described = ", ".join(f"{key} {found.get(key)} (not {expected[key]})" for key in differ)
         raise StoreError(
-            f"{volume} holds the {found} market's volume, but the availability dataset is of "
-            f"the {market} market: name the matching one with --volume DIR"
+            f"{volume} is not the volume of this availability dataset: {described or 'other keys'}"
+            ": name the matching one with --volume DIR"
         )
 
 
