@@ -59,14 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--symbols {args.symbols}: {exc}")
     try:
         _play(universe, today, args.keep)
-    except DemoFailed as exc:
+    except DemoError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     _next_steps(args.keep)
     return 0
 
 
-class DemoFailed(Exception):
+class DemoError(Exception):
     """A run of the demo failed: the message says which, and DVC's errors."""
 
 
@@ -114,7 +114,7 @@ def _run(project: ScratchProject, emulator: Emulator, title: str) -> dict[str, o
     seconds = time.monotonic() - started
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
-        raise DemoFailed(
+        raise DemoError(
             f"{title}: dvc repro exited {result.returncode}; the project is in {project.root}:\n"
             + "\n".join(errors or result.stderr.splitlines()[-5:])
         )

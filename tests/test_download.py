@@ -437,3 +437,10 @@ def test_the_emulators_1d_files_verify_and_parse_to_its_ground_truth():
         if emulated_klines.is_multipart(symbol, month)
     ]
     assert (fetcher.counts.checksum_gets, fetcher.counts.refetches) == (len(checksummed), 0)
+
+
+def test_a_checksum_names_a_non_ascii_file_in_utf8():
+    name = "币安人生USDT-1d-2024-05.zip"
+    digest = "ab" * 32
+    body = f"{digest}  {name}\n".encode()
+    assert parse_checksum(f"data/{name}.CHECKSUM", body, name) == digest

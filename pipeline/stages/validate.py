@@ -314,7 +314,7 @@ def read_volume(config: Config) -> pl.LazyFrame | None:
     """
     path = config.paths.volume
     if not path.exists() and recorded_output(path) is None:
-        log.warning("%s is not built yet (the volume stage builds it): not checked", path)
+        log.info("%s is not built yet (the volume stage builds it): not checked", path)
         return None
     files = volume_files(path, VolumeIdentity.from_config(config))
     return pl.scan_parquet(files).collect().lazy() if files else pl.LazyFrame(schema=SCHEMA_V)

@@ -194,7 +194,7 @@ def check_sha256(listed: ListedFile, body: bytes, expected: str) -> None:
 
 def parse_checksum(key: str, body: bytes, name: str) -> str:
     """The SHA-256 (lower-case hex) a .CHECKSUM body gives for the file `name`."""
-    text = body[:CHECKSUM_MAX_BYTES].decode("ascii", errors="replace")
+    text = body[:CHECKSUM_MAX_BYTES].decode("utf-8", errors="replace")
     match = _CHECKSUM_LINE.fullmatch(text) if len(body) <= CHECKSUM_MAX_BYTES else None
     if match is None:
         raise VerificationError(
