@@ -1,14 +1,24 @@
 """`make bench`: the pipeline at real scale against the emulator, 50 ms from every request.
 
-Rows: the first `dvc repro` on an empty dataset (full backfill); the full-history audit
+Rows: the first `dvc repro` on an empty dataset (full backfill), run in three measured steps:
+the availability stages (`dvc repro update`), the volume stage alone (`dvc repro -s volume`:
+the volume backfill row) and the checks (validate and report, counted in the full backfill
+row); the full-history audit
 (`python -m pipeline.ops audit`: a whole `dvc repro` with run.repair set) with nothing changed
 and with injected re-uploads and removals; the next day with no new symbol;
 the next day with three new symbols; `dvc repro` again with nothing new; and the
-predecessor's way of probing the daily window (one HEAD per symbol and day, 150 threads).
-Each row runs three times and the table shows medians. The emulator runs in a process of its
-own, so its CPU is not the pipeline's. Figures are whole-process figures on this machine.
+predecessor's way of probing the daily window (one HEAD per symbol and day, 150 threads);
+and a day's volume update (the next day's `dvc repro update`, then the volume stage alone,
+measured). The availability rows count the requests outside the 1d folders, the volume rows
+those inside (bench/volume_bench.py defines the volume minimum). Each row runs three times and
+the table shows medians. The emulator runs in a process of its own, so its CPU is not the
+pipeline's. Figures are whole-process figures on this machine.
 
     python bench/pipeline_bench.py [--runs 3] [--latency-ms 50] [--symbols N] [--out FILE]
+                                   [--only availability|volume]
+
+`--only volume` measures the volume rows alone (the availability stages still run, unmeasured
+where they can be skipped), for a quick look; a partial run writes a file only given --out.
 """
 
 from __future__ import annotations
@@ -36,6 +46,17 @@ from requests.adapters import HTTPAdapter
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from volume_bench import (  # noqa: E402
+    Minimum,
+    PolicyCost,
+    VolumeFigures,
+    backfill_minimum,
+    checksum_policy_costs,
+    daily_minimum,
+    is_volume_prefix,
+    process_cpu_s,
+)
+
 from devtools.emulator import Knobs, Universe, generate_universe, load_reference  # noqa: E402
 from devtools.emulator.process import EmulatorProcess  # noqa: E402
 from devtools.scratch import ScratchProject  # noqa: E402
@@ -55,6 +76,18 @@ LAYOUT = Layout(market="um", data_type="klines", interval="1m")
 ONE_DAY = dt.timedelta(days=1)
 # The audit as an operator runs it: the whole pipeline (dvc repro) with run.repair for one run.
 AUDIT = (sys.executable, "-m", "pipeline.ops", "audit")
+# The first `dvc repro`, in three steps measured apart: the availability stages, the volume
+# stage, the checks. --single-item: only the stage named, whatever runs before it.
+REPRO_AVAILABILITY = ("dvc", "repro", "update")
+REPRO_VOLUME = ("dvc", "repro", "--single-item", "volume")
+REPRO_CHECKS = ("dvc", "repro", "--single-item", "validate", "report")
+VOLUME_BACKFILL = "Volume backfill"
+VOLUME_DAILY = "Volume, daily update"
+VOLUME_WORKERS = 64  # params.yaml's volume.workers, for the .CHECKSUM policy sample
+CHECKSUM_SAMPLE_FILES = 2000
+DEFAULT_OUT = REPO / "bench" / "results.json"
+VOLUME_BACKFILL_GOAL_S = 120.0  # issue 14: the full-scale volume backfill in 2 minutes
+DAILY_TARGET_PER_SYMBOL = 1.05  # issue 14: a day's volume costs at most symbols x 1.05
 
 
 @dataclass(frozen=True)
@@ -73,22 +106,45 @@ class Figures:
         return self.requests / self.minimal if self.minimal else float("nan")
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One measured command: its process tree's figures and what it asked the emulator."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    by_prefix: dict[str, int]
+    cache_files_added: int
+    emulator_cpu_s: float
+    stderr: str
+
+    def requests(self, *, volume: bool) -> int:
+        """The requests to the 1d folders (volume), or to every other prefix."""
+        return sum(n for prefix, n in self.by_prefix.items() if is_volume_prefix(prefix) == volume)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--symbols", type=int, help="a subset of the real universe (default: all)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--only", choices=("availability", "volume"), help="only these rows")
+    parser.add_argument("--out", type=Path, help=f"default: {DEFAULT_OUT} (all rows only)")
     args = parser.parse_args()
+    availability, volume = args.only != "volume", args.only != "availability"
 
     universe = generate_universe(load_reference(), today=TODAY, n_symbols=args.symbols, seed=1)
     next_day = quiet_next_day(universe)
     with_new = next_day
     for name, days in NEW_SYMBOLS.items():
         with_new = with_new.with_symbol(name, [(TODAY - dt.timedelta(days=days), None)])
+    volume_backfill = backfill_minimum(universe, START, TODAY - ONE_DAY)
+    volume_daily = daily_minimum(universe, next_day, START)
 
     rows: dict[str, list[Figures]] = {}
+    volume_rows: dict[str, list[VolumeFigures]] = {}
     extras: dict[str, list[float]] = {"dvc_overhead_s": [], "snapshot_ms": [], "timeline_ms": []}
+    inside: dict[str, list[float]] = {}  # the volume stage's part of the availability rows
     with (
         tempfile.TemporaryDirectory(prefix="vision-bench-") as tmp,
         EmulatorProcess(universe, Knobs(latency_ms=args.latency_ms)) as emulator,
@@ -105,54 +161,118 @@ def main() -> int:
             print(f"run {run + 1}/{args.runs}", file=sys.stderr, flush=True)
             emulator.set_universe(universe)
             project = template.copy(scratch / f"full-{run}")
-            figures, _ = measure(project, emulator, minimal_pages(universe, TODAY, START))
-            rows.setdefault("Full backfill", []).append(figures)
-            extras["snapshot_ms"].append(timed_ms(lambda p=project: snapshot(p)))
-            extras["timeline_ms"].append(
-                timed_ms(lambda p=project: query.timeline(dataset(p), "BTCUSDT"))
+            stages = measure(project, emulator, REPRO_AVAILABILITY)
+            measured = measure(project, emulator, REPRO_VOLUME)
+            volume_rows.setdefault(VOLUME_BACKFILL, []).append(
+                volume_figures(project, measured, volume_backfill)
+            )
+            checks = measure(project, emulator, REPRO_CHECKS)
+            full = combine(stages, checks)
+            rows.setdefault("Full backfill", []).append(
+                figures(project, full, minimal_pages(universe, TODAY, START))
             )
             project.commit("after the full backfill")
             backfilled = backfilled or project
-
-            audit_minimal = minimal_pages(universe, TODAY, START)
-            quiet = project.copy(scratch / f"audit-quiet-{run}")
-            figures, _ = measure(quiet, emulator, audit_minimal, AUDIT)
-            rows.setdefault("Audit, nothing changed", []).append(figures)
-            assert read_changes(quiet.root / "data" / "changes.parquet").is_empty(), "false"
-            changed, injected = inject_changes(universe)
-            emulator.set_universe(changed)
-            audited = project.copy(scratch / f"audit-{run}")
-            figures, _ = measure(audited, emulator, audit_minimal, AUDIT)
-            rows.setdefault(f"Audit, {INJECTED_CHANGES} changes injected", []).append(figures)
-            found = read_changes(audited.root / "data" / "changes.parquet")
-            assert set(found.select("date", "symbol", "kind").rows()) == injected, "missed"
-
-            assert backfilled is not None
-            for index, (label, day_universe) in enumerate(
-                (("Daily update", next_day), ("Daily update, 3 new symbols", with_new))
-            ):
-                emulator.set_universe(day_universe)
-                daily = backfilled.copy(scratch / f"daily-{index}-{run}")
-                daily.set_params({"run": {"as_of": (TODAY + ONE_DAY).isoformat()}})
-                minimal = minimal_pages(
-                    day_universe,
-                    TODAY + ONE_DAY,
-                    TODAY + ONE_DAY - dt.timedelta(days=LOOKBACK_DAYS),
-                    new=set(NEW_SYMBOLS),
+            if availability:
+                extras["snapshot_ms"].append(timed_ms(lambda p=project: snapshot(p)))
+                extras["timeline_ms"].append(
+                    timed_ms(lambda p=project: query.timeline(dataset(p), "BTCUSDT"))
                 )
-                figures, _ = measure(daily, emulator, minimal)
-                rows.setdefault(label, []).append(figures)
-                if label == "Daily update":
-                    figures, stderr = measure(daily, emulator, minimal)
-                    rows.setdefault("Nothing-new rerun", []).append(figures)
-                    extras["dvc_overhead_s"].append(figures.wall_s - sum(stage_seconds(stderr)))
-
-            emulator.set_universe(next_day)
-            rows.setdefault("Baseline: HEAD per day", []).append(
-                head_baseline(emulator, next_day, rows["Daily update"][-1])
+                audit_rows(rows, inside, universe, project, emulator, scratch, run)
+                daily_rows(
+                    rows, extras, inside, (next_day, with_new), backfilled, emulator, scratch, run
+                )
+                emulator.set_universe(next_day)
+                rows.setdefault("Baseline: HEAD per day", []).append(
+                    head_baseline(emulator, next_day, rows["Daily update"][-1])
+                )
+            if volume:
+                emulator.set_universe(next_day)
+                daily = backfilled.copy(scratch / f"volume-daily-{run}")
+                daily.set_params({"run": {"as_of": (TODAY + ONE_DAY).isoformat()}})
+                daily.run(*REPRO_AVAILABILITY)
+                measured = measure(daily, emulator, REPRO_VOLUME)
+                volume_rows.setdefault(VOLUME_DAILY, []).append(
+                    volume_figures(daily, measured, volume_daily)
+                )
+        policies = []
+        if volume:
+            emulator.set_universe(universe)
+            policies = checksum_policy_costs(
+                universe,
+                emulator.listing_url,
+                emulator.download_url,
+                files=CHECKSUM_SAMPLE_FILES,
+                workers=VOLUME_WORKERS,
             )
-    report(rows, extras, args)
+    if not availability:
+        rows = {}
+    out = args.out or (DEFAULT_OUT if args.only is None else None)
+    report(rows, volume_rows, extras, inside, policies, volume_backfill, args, out)
     return 0
+
+
+def audit_rows(
+    rows: dict[str, list[Figures]],
+    inside: dict[str, list[float]],
+    universe: Universe,
+    project: ScratchProject,
+    emulator: EmulatorProcess,
+    scratch: Path,
+    run: int,
+) -> None:
+    """The audit with nothing changed, then with re-uploads and removals injected."""
+    audit_minimal = minimal_pages(universe, TODAY, START)
+    quiet = project.copy(scratch / f"audit-quiet-{run}")
+    measured = measure(quiet, emulator, AUDIT)
+    rows.setdefault("Audit, nothing changed", []).append(figures(quiet, measured, audit_minimal))
+    inside.setdefault("audit_requests", []).append(measured.requests(volume=True))
+    inside.setdefault("audit_stage_s", []).append(volume_stage_seconds(measured.stderr))
+    assert read_changes(quiet.root / "data" / "changes.parquet").is_empty(), "false"
+    changed, injected = inject_changes(universe)
+    emulator.set_universe(changed)
+    audited = project.copy(scratch / f"audit-{run}")
+    measured = measure(audited, emulator, AUDIT)
+    rows.setdefault(f"Audit, {INJECTED_CHANGES} changes injected", []).append(
+        figures(audited, measured, audit_minimal)
+    )
+    found = read_changes(audited.root / "data" / "changes.parquet")
+    assert set(found.select("date", "symbol", "kind").rows()) == injected, "missed"
+
+
+def daily_rows(
+    rows: dict[str, list[Figures]],
+    extras: dict[str, list[float]],
+    inside: dict[str, list[float]],
+    days: tuple[Universe, Universe],
+    backfilled: ScratchProject,
+    emulator: EmulatorProcess,
+    scratch: Path,
+    run: int,
+) -> None:
+    """The next day (whole `dvc repro`), quiet and with three new symbols, and a rerun."""
+    for index, (label, day_universe) in enumerate(
+        zip(("Daily update", "Daily update, 3 new symbols"), days, strict=True)
+    ):
+        emulator.set_universe(day_universe)
+        daily = backfilled.copy(scratch / f"daily-{index}-{run}")
+        daily.set_params({"run": {"as_of": (TODAY + ONE_DAY).isoformat()}})
+        minimal = minimal_pages(
+            day_universe,
+            TODAY + ONE_DAY,
+            TODAY + ONE_DAY - dt.timedelta(days=LOOKBACK_DAYS),
+            new=set(NEW_SYMBOLS),
+        )
+        measured = measure(daily, emulator)
+        rows.setdefault(label, []).append(figures(daily, measured, minimal))
+        key = "daily" if index == 0 else "new_symbols"
+        inside.setdefault(f"{key}_requests", []).append(measured.requests(volume=True))
+        inside.setdefault(f"{key}_stage_s", []).append(volume_stage_seconds(measured.stderr))
+        if label == "Daily update":
+            measured = measure(daily, emulator)
+            rows.setdefault("Nothing-new rerun", []).append(figures(daily, measured, minimal))
+            extras["dvc_overhead_s"].append(measured.wall_s - sum(stage_seconds(measured.stderr)))
+            inside.setdefault("rerun_requests", []).append(measured.requests(volume=True))
 
 
 def inject_changes(universe: Universe) -> tuple[Universe, set[tuple[dt.date, str, str]]]:
@@ -185,30 +305,86 @@ def quiet_next_day(universe: Universe) -> Universe:
 def measure(
     project: ScratchProject,
     emulator: EmulatorProcess,
-    minimal: int,
     command: tuple[str, ...] = ("dvc", "repro"),
-) -> tuple[Figures, str]:
+) -> Measured:
+    """Run `command` in `project` under bench/measure.py, and what it cost."""
     cache = project.root / ".dvc" / "cache" / "files"  # objects only, not the run-cache
     cached_before = count_files(cache)
     emulator.reset_counters()
+    emulator_cpu = process_cpu_s(emulator.process.pid)
     out = project.root / ".measure.json"
     result = project.run(
         sys.executable, str(REPO / "bench" / "measure.py"), str(out), "--", *command
     )
     usage = json.loads(out.read_text())
     out.unlink()
-    symbols = json.loads(project.read("symbols.json"))["symbols"]
-    figures = Figures(
-        symbols=len(symbols),
-        requests=emulator.counters()["requests"],
-        minimal=minimal,
+    return Measured(
         wall_s=usage["wall_s"],
         cpu_s=usage["cpu_s"],
         peak_rss_mb=usage["peak_rss_mb"],
-        dataset_mb=sum(p.stat().st_size for p in dataset(project).glob("*.parquet")) / 1e6,
+        by_prefix=emulator.counters()["by_prefix"],
         cache_files_added=count_files(cache) - cached_before,
+        emulator_cpu_s=process_cpu_s(emulator.process.pid) - emulator_cpu,
+        stderr=result.stderr,
     )
-    return figures, result.stderr
+
+
+def combine(first: Measured, then: Measured) -> Measured:
+    """Two commands run one after the other, as one row."""
+    by_prefix = dict(first.by_prefix)
+    for prefix, n in then.by_prefix.items():
+        by_prefix[prefix] = by_prefix.get(prefix, 0) + n
+    return Measured(
+        wall_s=first.wall_s + then.wall_s,
+        cpu_s=first.cpu_s + then.cpu_s,
+        peak_rss_mb=max(first.peak_rss_mb, then.peak_rss_mb),
+        by_prefix=by_prefix,
+        cache_files_added=first.cache_files_added + then.cache_files_added,
+        emulator_cpu_s=first.emulator_cpu_s + then.emulator_cpu_s,
+        stderr=first.stderr + then.stderr,
+    )
+
+
+def figures(project: ScratchProject, measured: Measured, minimal: int) -> Figures:
+    """An availability row: the requests outside the 1d folders."""
+    return Figures(
+        symbols=symbol_count(project),
+        requests=measured.requests(volume=False),
+        minimal=minimal,
+        wall_s=measured.wall_s,
+        cpu_s=measured.cpu_s,
+        peak_rss_mb=measured.peak_rss_mb,
+        dataset_mb=folder_mb(dataset(project)),
+        cache_files_added=measured.cache_files_added,
+    )
+
+
+def volume_figures(project: ScratchProject, measured: Measured, minimum: Minimum) -> VolumeFigures:
+    """A volume row: the requests to the 1d folders, and what the stage says it fetched."""
+    metrics = json.loads(project.read("metrics/volume.json"))
+    return VolumeFigures(
+        symbols=symbol_count(project),
+        requests=measured.requests(volume=True),
+        minimum=minimum.total,
+        stage_requests=metrics["requests"],
+        files=metrics["files_fetched"],
+        mb_fetched=metrics["bytes"] / 1e6,
+        wall_s=measured.wall_s,
+        cpu_s=measured.cpu_s,
+        peak_rss_mb=measured.peak_rss_mb,
+        stage_s=volume_stage_seconds(measured.stderr),
+        emulator_cpu_s=measured.emulator_cpu_s,
+        dataset_mb=folder_mb(project.root / "data" / "volume"),
+        cache_files_added=measured.cache_files_added,
+    )
+
+
+def symbol_count(project: ScratchProject) -> int:
+    return len(json.loads(project.read("symbols.json"))["symbols"])
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.glob("*.parquet")) / 1e6
 
 
 def minimal_pages(
@@ -284,55 +460,59 @@ def stage_seconds(stderr: str) -> list[float]:
     return [float(s) for s in re.findall(r" INFO done in ([0-9.]+)s", stderr)]
 
 
+def volume_stage_seconds(stderr: str) -> float:
+    """The volume stage's own time in a run's log (nan if it did not run)."""
+    found = re.findall(r" volume INFO done in ([0-9.]+)s", stderr)
+    return float(found[-1]) if found else float("nan")
+
+
 def count_files(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def report(
-    rows: dict[str, list[Figures]], extras: dict[str, list[float]], args: argparse.Namespace
+    rows: dict[str, list[Figures]],
+    volume_rows: dict[str, list[VolumeFigures]],
+    extras: dict[str, list[float]],
+    inside: dict[str, list[float]],
+    policies: list[PolicyCost],
+    volume_backfill: Minimum,
+    args: argparse.Namespace,
+    out: Path | None,
 ) -> None:
     medians = {label: median_figures(runs) for label, runs in rows.items()}
-    header = (
-        "| row | symbols | requests | minimal | / minimal | wall s | CPU s | peak RSS MB "
-        "| dataset MB | DVC cache files added |"
-    )
-    lines = [header, "|" + "---|" * 10]
-    for label, f in medians.items():
-        lines.append(
-            f"| {label} | {f.symbols} | {f.requests:,} | {f.minimal:,} | {f.ratio:.2f} "
-            f"| {f.wall_s:.1f} | {f.cpu_s:.1f} | {fmt(f.peak_rss_mb)} | {fmt(f.dataset_mb)} "
-            f"| {f.cache_files_added} |"
-        )
-    daily, new, baseline = (
-        medians["Daily update"],
-        medians["Daily update, 3 new symbols"],
-        medians["Baseline: HEAD per day"],
-    )
-    summary = {
-        "head_baseline_requests_per_daily_request": baseline.requests / daily.requests,
-        "new_symbols_extra_wall_s": new.wall_s - daily.wall_s,
-        **{key: statistics.median(values) for key, values in extras.items()},
-    }
+    volume_medians = {label: median_volume(runs) for label, runs in volume_rows.items()}
+    summary: dict[str, float] = {}
+    lines: list[str] = []
+    if medians:
+        lines += availability_table(medians)
+    if volume_medians:
+        lines += ["", *volume_table(volume_medians)] if lines else volume_table(volume_medians)
+    lines.append("")
+    if medians:
+        summary.update(availability_summary(medians, extras))
+        lines += availability_notes(summary)
+    if volume_medians:
+        notes, figures = volume_notes(volume_medians, inside, policies, volume_backfill)
+        summary.update(figures)
+        lines += notes
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines += [
-        "",
-        "- HEAD baseline / daily update requests: "
-        f"{summary['head_baseline_requests_per_daily_request']:.0f} times fewer requests",
-        f"- 3 new symbols' full histories: {summary['new_symbols_extra_wall_s']:+.1f} s of wall "
-        "time on top of the daily update",
-        f"- nothing-new rerun: DVC's own overhead {summary['dvc_overhead_s']:.1f} s "
-        "(wall minus the stages' own time)",
-        f"- queries in process: symbols available on a date {summary['snapshot_ms']:.1f} ms, "
-        f"timeline of BTCUSDT {summary['timeline_ms']:.1f} ms",
+    lines.append(
         f"- medians of {args.runs} runs, {args.latency_ms:.0f} ms latency per request; "
-        f"whole-process figures on this machine ({machine})",
-    ]
+        f"whole-process figures on this machine ({machine})"
+    )
     table = "\n".join(lines)
     print(table)
-    args.out.write_text(
+    if out is None:
+        return
+    out.write_text(
         json.dumps(
             {
                 "rows": {label: {**asdict(f), "ratio": f.ratio} for label, f in medians.items()},
+                "volume_rows": {
+                    label: {**asdict(f), "ratio": f.ratio} for label, f in volume_medians.items()
+                },
+                "volume_minimum": {**asdict(volume_backfill), "total": volume_backfill.total},
                 "summary": summary,
                 "runs": args.runs,
                 "latency_ms": args.latency_ms,
@@ -344,9 +524,130 @@ def report(
     )
 
 
+def availability_table(medians: dict[str, Figures]) -> list[str]:
+    header = (
+        "| row | symbols | requests | minimal | / minimal | wall s | CPU s | peak RSS MB "
+        "| dataset MB | DVC cache files added |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for label, f in medians.items():
+        lines.append(
+            f"| {label} | {f.symbols} | {f.requests:,} | {f.minimal:,} | {f.ratio:.2f} "
+            f"| {f.wall_s:.1f} | {f.cpu_s:.1f} | {fmt(f.peak_rss_mb)} | {fmt(f.dataset_mb)} "
+            f"| {f.cache_files_added} |"
+        )
+    return lines
+
+
+def volume_table(medians: dict[str, VolumeFigures]) -> list[str]:
+    header = (
+        "| volume row | symbols | requests | minimum | / minimum | files fetched | MB fetched "
+        "| wall s | stage s | CPU s | peak RSS MB | emulator CPU s | dataset MB "
+        "| DVC cache files added |"
+    )
+    lines = [header, "|" + "---|" * 14]
+    for label, f in medians.items():
+        lines.append(
+            f"| {label} | {f.symbols} | {f.requests:,} | {f.minimum:,} | {f.ratio:.2f} "
+            f"| {f.files:,} | {f.mb_fetched:.1f} | {f.wall_s:.1f} | {fmt(f.stage_s)} "
+            f"| {f.cpu_s:.1f} | {fmt(f.peak_rss_mb)} | {fmt(f.emulator_cpu_s)} "
+            f"| {fmt(f.dataset_mb)} | {f.cache_files_added} |"
+        )
+    return lines
+
+
+def availability_summary(
+    medians: dict[str, Figures], extras: dict[str, list[float]]
+) -> dict[str, float]:
+    daily, new, baseline = (
+        medians["Daily update"],
+        medians["Daily update, 3 new symbols"],
+        medians["Baseline: HEAD per day"],
+    )
+    return {
+        "head_baseline_requests_per_daily_request": baseline.requests / daily.requests,
+        "new_symbols_extra_wall_s": new.wall_s - daily.wall_s,
+        **{key: statistics.median(values) for key, values in extras.items()},
+    }
+
+
+def availability_notes(summary: dict[str, float]) -> list[str]:
+    return [
+        "- HEAD baseline / daily update requests: "
+        f"{summary['head_baseline_requests_per_daily_request']:.0f} times fewer requests",
+        f"- 3 new symbols' full histories: {summary['new_symbols_extra_wall_s']:+.1f} s of wall "
+        "time on top of the daily update",
+        f"- nothing-new rerun: DVC's own overhead {summary['dvc_overhead_s']:.1f} s "
+        "(wall minus the stages' own time)",
+        f"- queries in process: symbols available on a date {summary['snapshot_ms']:.1f} ms, "
+        f"timeline of BTCUSDT {summary['timeline_ms']:.1f} ms",
+    ]
+
+
+def volume_notes(
+    medians: dict[str, VolumeFigures],
+    inside: dict[str, list[float]],
+    policies: list[PolicyCost],
+    minimum: Minimum,
+) -> tuple[list[str], dict[str, float]]:
+    """The volume rows' notes, and their figures for results.json."""
+    backfill, daily = medians[VOLUME_BACKFILL], medians[VOLUME_DAILY]
+    figures = {
+        "volume_backfill_wall_s": backfill.wall_s,
+        "volume_daily_requests_per_symbol": daily.requests / daily.symbols,
+        **{f"volume_in_{key}": statistics.median(values) for key, values in inside.items()},
+    }
+    verdict = "within" if backfill.wall_s <= VOLUME_BACKFILL_GOAL_S else "over"
+    per_symbol = figures["volume_daily_requests_per_symbol"]
+    lines = [
+        f"- volume backfill: {backfill.wall_s:.1f} s, {verdict} the "
+        f"{VOLUME_BACKFILL_GOAL_S:.0f} s goal; minimum = {minimum.listing:,} listing pages "
+        f"+ {minimum.gets:,} file GETs + {minimum.checksums:,} .CHECKSUM GETs (multipart ETags)",
+        f"- a day's volume update: {daily.requests:,} extra requests for {daily.symbols} "
+        f"symbols = {per_symbol:.2f} per symbol (target <= {DAILY_TARGET_PER_SYMBOL:.2f}); "
+        f"minimum {daily.minimum:,}",
+    ]
+    if inside:
+        lines.append(
+            "- the volume stage inside the rows above (its 1d requests are not in their "
+            "requests column): "
+            + ", ".join(
+                f"{label} {statistics.median(inside[key]):,.0f} requests"
+                + (
+                    f" / {statistics.median(inside[seconds]):.1f} s"
+                    if (seconds := key.replace("_requests", "_stage_s")) in inside
+                    else ""
+                )
+                for label, key in (
+                    ("audit", "audit_requests"),
+                    ("daily update", "daily_requests"),
+                    ("3 new symbols", "new_symbols_requests"),
+                    ("nothing-new rerun", "rerun_requests"),
+                )
+                if key in inside
+            )
+        )
+    if len(policies) == 2:
+        multipart, always = policies
+        figures["checksum_always_wall_ratio"] = always.wall_s / multipart.wall_s
+        lines.append(
+            f"- .CHECKSUM policy, {multipart.files:,} monthly files: only for multipart ETags "
+            f"{multipart.requests:,} requests in {multipart.wall_s:.1f} s; always "
+            f"{always.requests:,} requests in {always.wall_s:.1f} s "
+            f"(x{figures['checksum_always_wall_ratio']:.2f} wall; over the backfill "
+            f"+{minimum.gets - minimum.checksums:,} requests)"
+        )
+    return lines, figures
+
+
 def median_figures(runs: list[Figures]) -> Figures:
     fields = asdict(runs[0]).keys()
     return Figures(**{k: statistics.median(getattr(r, k) for r in runs) for k in fields})
+
+
+def median_volume(runs: list[VolumeFigures]) -> VolumeFigures:
+    fields = asdict(runs[0]).keys()
+    return VolumeFigures(**{k: statistics.median(getattr(r, k) for r in runs) for k in fields})
 
 
 def fmt(value: float) -> str:

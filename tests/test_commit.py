@@ -390,6 +390,7 @@ def test_ctrl_c_during_the_renames_says_the_next_run_finishes_the_commit(
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
     assert sorted(p.name for p in Path("data").iterdir()) == [
         ".availability.commit.json.lock",
+        ".volume.commit.json.lock",  # every stage finishes the volume dataset's commit too
         "a",
         "b",
     ]

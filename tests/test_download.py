@@ -17,12 +17,14 @@ from polars.testing import assert_frame_equal
 
 from devtools.emulator import klines as emulated_klines
 from devtools.emulator.universe import KlineRow, Universe
-from pipeline.vision.client import VisionClient
+from pipeline.vision.client import ObjectAnswer, VisionClient
 from pipeline.vision.download import (
     Downloader,
     DownloadError,
     ListedFile,
+    UnlistedFile,
     VerificationError,
+    announced_file,
     bare_etag,
     check_body,
     parse_checksum,
@@ -239,6 +241,121 @@ def test_a_listed_etag_that_verifies_nothing_is_refused_without_a_request():
     message = refused(downloader(), listed("not-an-etag"), VerificationError)
     assert message == f"{KEY}: listed ETag 'not-an-etag' is neither an MD5 nor a multipart ETag"
     assert len(responses.calls) == 0
+
+
+# --- files fetched without a listing: verified by their answer's headers ----------------------
+
+
+def refused_unlisted(fetcher: Downloader, error: type[DownloadError]) -> str:
+    with pytest.raises(error) as caught:
+        fetcher.fetch_unlisted(KEY)
+    assert type(caught.value) is error
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@responses.activate
+def test_an_unlisted_file_is_verified_by_its_headers_which_give_its_size_and_etag():
+    serve()
+    fetcher = downloader()
+    assert fetcher.fetch_unlisted(KEY) == UnlistedFile(KEY, len(BODY), MD5, BODY)
+    assert urls() == [f"{DOWNLOAD}/{KEY}"]
+    counts = fetcher.counts
+    assert (counts.files, counts.file_gets, counts.unlisted_gets, counts.not_found) == (1, 1, 1, 0)
+    assert (counts.checksum_gets, counts.multipart, counts.bytes) == (0, 0, len(BODY))
+    assert fetcher.client.requests == 1
+
+
+@responses.activate
+def test_an_unlisted_multipart_file_is_verified_by_its_checksum():
+    serve(etag=MULTIPART)
+    serve_checksum()
+    fetcher = downloader()
+    assert fetcher.fetch_unlisted(KEY) == UnlistedFile(KEY, len(BODY), MULTIPART, BODY)
+    assert urls() == [f"{DOWNLOAD}/{KEY}", f"{DOWNLOAD}/{KEY}.CHECKSUM"]
+    assert (fetcher.counts.checksum_gets, fetcher.counts.multipart) == (1, 1)
+
+
+@responses.activate
+def test_an_unlisted_file_whose_md5_is_not_its_etag_header_is_refused_after_a_second_get():
+    other = bytes(reversed(BODY))
+    serve(other)  # the ETag header of BODY, the bytes of another
+    fetcher = downloader()
+    message = refused_unlisted(fetcher, VerificationError)
+    other_md5 = hashlib.md5(other).hexdigest()
+    assert message == f"{KEY}: md5 {other_md5} != ETag {MD5} (on a second GET too)"
+    assert (len(responses.calls), fetcher.counts.refetches, fetcher.counts.files) == (2, 1, 0)
+
+
+@responses.activate
+def test_an_unlisted_file_corrupted_once_is_fetched_again():
+    serve(bytes(reversed(BODY)))
+    serve()
+    fetcher = downloader()
+    assert fetcher.fetch_unlisted(KEY) == UnlistedFile(KEY, len(BODY), MD5, BODY)
+    assert (fetcher.counts.file_gets, fetcher.counts.refetches) == (2, 1)
+
+
+def test_an_unlisted_file_whose_body_is_not_its_content_length_is_refused():
+    # A well-behaved transport never hands such a body over (a short read is a broken
+    # connection), so the check is made on an answer as the client returns it.
+    answer = ObjectAnswer(
+        200, {"Content-Length": "1200", "ETag": f'"{MD5}"'}, BODY, f"{DOWNLOAD}/{KEY}"
+    )
+    announced = announced_file(KEY, answer)
+    assert announced == ListedFile(KEY, 1200, MD5)
+    with pytest.raises(VerificationError) as caught:
+        check_body(announced, BODY, size_from="Content-Length")
+    assert str(caught.value) == f"{KEY}: size {len(BODY)} != Content-Length 1200"
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ({"ETag": f'"{MD5}"'}, "no Content-Length header: its size cannot be verified"),
+        ({"Content-Length": str(len(BODY))}, "no ETag header: its bytes cannot be verified"),
+        (
+            {"Content-Length": str(len(BODY)), "ETag": '"zz"'},
+            "listed ETag 'zz' is neither an MD5 nor a multipart ETag",
+        ),
+        (
+            {"Content-Length": str(len(BODY)), "ETag": f'"{MD5}"', "Content-Encoding": "br"},
+            "sent with Content-Encoding 'br': its Content-Length is not the file's size, "
+            "which cannot be verified",
+        ),
+    ],
+)
+def test_an_unlisted_file_without_the_headers_that_verify_it_is_refused(headers, problem):
+    responses.get(f"{DOWNLOAD}/{KEY}", body=BODY, headers=headers, **ZIP)
+    fetcher = downloader()
+    message = refused_unlisted(fetcher, VerificationError)
+    assert message == f"{KEY}: {problem} (on a second GET too)"
+    assert (len(responses.calls), fetcher.counts.files) == (2, 0)
+
+
+@responses.activate
+def test_an_unlisted_file_not_out_yet_is_pending_not_an_error():
+    responses.get(f"{DOWNLOAD}/{KEY}", status=404, body=s3_error("NoSuchKey"))
+    fetcher = downloader()
+    assert fetcher.fetch_unlisted(KEY) is None
+    counts = fetcher.counts
+    assert (counts.not_found, counts.unlisted_gets, counts.files, counts.refetches) == (1, 1, 0, 0)
+    assert (len(responses.calls), fetcher.client.requests) == (1, 1)
+
+
+@responses.activate
+def test_an_unlisted_file_answered_by_anything_else_is_an_error():
+    responses.get(f"{DOWNLOAD}/{KEY}", status=404, body="<html>Not Found</html>")
+    message = refused_unlisted(downloader(), DownloadError)
+    assert message == (
+        f"{KEY}: HTTP 404 from {DOWNLOAD}/{KEY}, not the file nor S3's NoSuchKey "
+        "(check vision.download_url and any proxy in front of it)"
+    )
+    responses.reset()
+    responses.get(f"{DOWNLOAD}/{KEY}", status=403, body=s3_error("AccessDenied"))
+    assert "HTTP 403" in refused_unlisted(downloader(), DownloadError)
 
 
 # --- statuses and retries -------------------------------------------------------------------

@@ -144,4 +144,4 @@ def test_usage_names_the_program_as_it_is_run(name, runs):
 def test_every_stage_of_dvc_yaml_is_an_entry_point():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert {f"stage-{name}" for name in stages} <= set(ENTRY_POINTS)
-    assert len(stages) == 6
+    assert len(stages) == 7

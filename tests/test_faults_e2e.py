@@ -175,7 +175,8 @@ def test_a_permanent_fault_in_a_first_run_writes_no_dataset(built, emulator, tmp
 
 
 def hold_until(condition: Callable[[], bool], running: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
+    # A bound on waiting, not a measure: on a loaded machine three stages run before the hold.
+    deadline = time.monotonic() + 180
     while not condition():
         assert running.poll() is None, running.communicate()
         assert time.monotonic() < deadline, "the first run never reached the held listing"
@@ -195,9 +196,9 @@ def test_a_make_command_during_dvc_repro_fails_at_once_on_dvcs_lock_and_changes_
     the second fails on the checkout's operator lock, naming the first."""
     project = built.project.copy(tmp_path / "repo")
     # Hold the run in its update: ETHUSDT's listing gets a 503 with Retry-After 1 s, every
-    # time, for up to 20 retries; clearing the knobs lets it go on within a second.
-    project.set_params({"probe": {"retries": 20}})
-    project.commit("hold the run for up to 20 s")
+    # time, for up to 60 retries; clearing the knobs lets it go on within a second.
+    project.set_params({"probe": {"retries": 60}})
+    project.commit("hold the run for up to 60 s")
     prefix = LAYOUT.symbol_prefix("ETHUSDT")
     emulator.set_knobs(Knobs(retry_after_s=1, prefix_faults={prefix: "slowdown"}))
     running = e2e.start(project, "dvc", "repro")

@@ -32,12 +32,12 @@ from pipeline.report.data import (
     listings_per_month,
     missing_per_day,
 )
-from pipeline.report.figures import FIGURES
+from pipeline.report.figures import FIGURES, VOLUME_COLOURS
 from pipeline.stages import report
 from pipeline.stages.report import REPORT_SPANS_SCHEMA, change_counts, summary
 from pipeline.symbols import is_delivery
 from tests.support import ONE_DAY, ROOT, D, commit_dataset, dates, frame, row, write_params
-from tests.test_report_page import bars, svgs
+from tests.test_report_page import bars, step_lines, svgs
 
 # as_of 2024-01-11: rows run through 2024-01-10. Spans split on gaps longer than 2 days.
 AS_OF = D("2024-01-11")
@@ -531,6 +531,11 @@ def test_dvc_repro_reports_spans_metrics_and_plots_of_the_universe(tmp_path):
         drawn = svgs(page.read_text(encoding="utf-8"))
         assert list(drawn) == [figure.anchor for figure in FIGURES]
         assert nonzero(bars(drawn["listings-per-month"])) == truth_per_month(spans)
+        # The volume stage's plot data, drawn: a point for each day with volume.
+        volume = pl.read_csv(project.root / "metrics/plots/volume_per_day.csv")
+        traded = volume.filter(pl.col("quote_volume") > 0).height
+        runs = step_lines(drawn["volume-per-day"], VOLUME_COLOURS["quote_volume"])
+        assert sum(map(len, runs)) == traded > 0
 
         # The next day: a late file appears, a file is removed and one re-uploaded.
         next_day = E2E_AS_OF + ONE_DAY

@@ -1,5 +1,5 @@
 """The report page in a real browser: headless Chromium opens the file:// page with no network
-and draws the four pictures.
+and draws the five pictures.
 
 Chromium comes from the OS packages; .ci/run installs it when it is missing, so this test
 fails (it never skips) where it is absent. Its networking is cut (every host name resolves to
@@ -27,7 +27,9 @@ from pipeline.report.figures import (
     FIGURES,
     LISTING_COLOURS,
     MISSING_COLOURS,
+    PENDING_COLOUR,
     SHARE_COLOURS,
+    VOLUME_COLOURS,
 )
 from pipeline.stages import report
 from tests.test_report_page import build_project
@@ -47,6 +49,7 @@ SIGNATURES = {
     "available-per-day": [AVAILABLE_LINE],
     "listings-per-month": list(LISTING_COLOURS.values()),
     "missing-per-day": [MISSING_COLOURS["missing"]],
+    "volume-per-day": list(VOLUME_COLOURS.values()),
     "availability-heatmap": [SHARE_COLOURS[0.0], SHARE_COLOURS[1.0]],
 }
 MIN_PIXELS = 40  # more than a legend swatch of the colour alone
@@ -96,10 +99,11 @@ def page(tmp_path, monkeypatch, capsys) -> Path:
     return tmp_path / "reports/index.html"
 
 
-def test_chromium_builds_the_four_pictures_from_the_page_offline(page, tmp_path):
+def test_chromium_builds_the_five_pictures_from_the_page_offline(page, tmp_path):
     dom = browse(page, "--dump-dom", home=tmp_path).stdout
     sections = re.findall(r'<section id="([^"]+)">(.*?)</section>', dom, re.S)
     assert [anchor for anchor, _ in sections] == [figure.anchor for figure in FIGURES]
+    assert len(sections) == 5
     for anchor, body in sections:
         (svg,) = re.findall(r"<svg[^>]*>.*?</svg>", body, re.S)
         marks = re.findall(r'<g class="mark-(?:rect|line) role-mark', svg)
@@ -125,8 +129,21 @@ def test_chromium_paints_each_picture_in_its_colours_in_page_order(page, tmp_pat
             rows = counts[colour]
             assert sum(rows.values()) >= MIN_PIXELS, f"{anchor}: {colour} not painted"
         tops[anchor] = min(min(counts[c]) for c in colours)
-    # Each picture's colours begin below the previous picture's: four pictures, in order.
+    # Each picture's colours begin below the previous picture's: five pictures, in order.
+    assert list(SIGNATURES) == [figure.anchor for figure in FIGURES]
     assert sorted(tops, key=tops.__getitem__) == list(SIGNATURES)
+
+
+def test_no_two_pictures_share_a_colour():
+    colours = [
+        AVAILABLE_LINE,
+        *LISTING_COLOURS.values(),
+        *MISSING_COLOURS.values(),
+        *VOLUME_COLOURS.values(),
+        *SHARE_COLOURS.values(),
+        PENDING_COLOUR,
+    ]
+    assert len(set(colours)) == len(colours)
 
 
 def page_height(text: str) -> int:

@@ -1,8 +1,10 @@
-"""The report page (`make report`): four pictures drawn from the plot data, offline, checked by
+"""The report page (`make report`): five pictures drawn from the plot data, offline, checked by
 their data: the page's SVGs are parsed back into what they show and compared with the CSVs.
 
 The project here is a three-month dataset built by hand: a hole of a whole month inside a
-listing span, a delisting, a listing, a late file, and files not published yet at the end.
+listing span, a delisting, a listing, a late file, and files not published yet at the end;
+beside it, the volume stage's plot data of a volume dataset growing by three orders of
+magnitude, with a day of no volume.
 tests/test_report_browser.py opens the same page in a real browser.
 """
 
@@ -28,9 +30,19 @@ from pipeline.report.data import (
     AVAILABLE_PER_DAY,
     LISTINGS_PER_MONTH,
     MISSING_PER_DAY,
+    VOLUME_PER_DAY,
 )
-from pipeline.report.figures import FIGURES, PENDING, Window, available_spec
+from pipeline.report.figures import (
+    FIGURES,
+    HEIGHT,
+    PENDING,
+    VOLUME_COLOURS,
+    WIDTH,
+    Window,
+    available_spec,
+)
 from pipeline.stages import report
+from pipeline.stages.volume import PLOT_FILE, per_day
 from tests.support import D, commit_dataset, days, frame, write_params
 
 START, AS_OF = "2023-11-15", D("2024-02-21")
@@ -52,6 +64,32 @@ def page_rows() -> pl.DataFrame:
 
 def pl_dates(first: str, last: str) -> list[dt.date]:
     return pl.date_range(D(first), D(last), eager=True).to_list()
+
+
+NO_VOLUME_DAY = D("2024-01-01")  # every symbol's volume 0: no place on a log axis, no share
+
+
+def volume_rows() -> pl.LazyFrame:
+    """(date, symbol, quote_volume) of 12 symbols from START through LAST.
+
+    Each of V00..V09 trades 10^(6 + 3t) USDT a day, t running from 0 to 1 over the days: a
+    thousandfold growth; V10 and V11 each trade 4t times that, so the top 10's share falls
+    from 100 % to about 10 / 12 (at t = 1/4, where they catch up), then rises to 16 / 18.
+    """
+    symbols = pl.LazyFrame({"symbol": [f"V{k:02}USDT" for k in range(12)]})
+    days = pl.LazyFrame({"date": pl_dates(START, LAST)})
+    t = (pl.col("date") - D(START)).dt.total_days() / (D(LAST) - D(START)).days
+    growth = pl.lit(10.0).pow(6 + 3 * t)
+    late = pl.col("symbol").is_in(["V10USDT", "V11USDT"])
+    return days.join(symbols, how="cross").select(
+        "date",
+        "symbol",
+        quote_volume=pl.when(pl.col("date") == NO_VOLUME_DAY)
+        .then(0.0)
+        .when(late)
+        .then(growth * 4 * t)
+        .otherwise(growth),
+    )
 
 
 def build_project(root: Path) -> Path:
@@ -76,6 +114,10 @@ def build_project(root: Path) -> Path:
     write_frame(
         pl.DataFrame([late], schema=CHANGES_SCHEMA), config_paths["changes"], order=("detected_at",)
     )
+    # The volume stage's plot data, as its per_day writes it (the report stage does not).
+    plots = root / config.paths.plots
+    plots.mkdir(parents=True, exist_ok=True)
+    per_day(volume_rows()).write_csv(plots / PLOT_FILE)
     return root
 
 
@@ -152,6 +194,20 @@ def mark_paths(svg: str, role: str) -> list[str]:
     return [path for group in groups for path in re.findall(r"<path[^>]*/>", group)]
 
 
+def step_lines(svg: str, colour: str) -> list[list[tuple[float, float]]]:
+    """The points of the step-after line stroked in `colour`, one list per unbroken run.
+
+    A run is `M p0`, then two commands a point (across to its x, up or down to its y).
+    """
+    (path,) = [p for p in mark_paths(svg, "mark-line") if f'stroke="{colour}"' in p]
+    (d,) = re.findall(r' d="([^"]*)"', path)
+    runs = []
+    for run in re.findall(r"M[^M]*", d):
+        xy = [tuple(map(float, p.split(","))) for p in re.findall(r"[ML]([^ML]+)", run)]
+        runs.append([xy[0], *xy[2::2]])
+    return runs
+
+
 BAR_LABEL = re.compile(
     r'aria-label="month \(year-month\): ([\d-]+); [^:]*: [\u2212-]?(\d+); series: (\w+)"'
 )
@@ -171,7 +227,7 @@ def bars(svg: str) -> dict[tuple[str, str], int]:
 # --- the page -------------------------------------------------------------------------------
 
 
-def test_make_report_writes_one_page_with_the_four_pictures_and_nothing_to_fetch(project, capsys):
+def test_make_report_writes_one_page_with_the_five_pictures_and_nothing_to_fetch(project, capsys):
     code, out = make_page(project / "reports", capsys)
     page_path = project / "reports/index.html"
     assert code == 0
@@ -181,7 +237,7 @@ def test_make_report_writes_one_page_with_the_four_pictures_and_nothing_to_fetch
     assert list(page.sections) == [figure.anchor for figure in FIGURES]
     assert [s["h2"] for s in page.sections.values()] == [figure.title for figure in FIGURES]
     assert [s["caption"] for s in page.sections.values()] == [f.caption for f in FIGURES]
-    assert page.tags["svg"] == 4
+    assert page.tags["svg"] == 5
     # Self-contained: no script, stylesheet, image or frame to load, and a policy refusing any.
     assert not {"script", "link", "img", "iframe", "object"} & set(page.tags)
     assert page.urls == []
@@ -193,12 +249,12 @@ def test_time_axes_carry_the_year_and_the_lookback_window_is_shaded(project, cap
     make_page(project / "reports", capsys)
     text = (project / "reports/index.html").read_text(encoding="utf-8")
     sections = svgs(text)
-    for anchor in ("available-per-day", "listings-per-month", "missing-per-day"):
+    for anchor in ("available-per-day", "listings-per-month", "missing-per-day", "volume-per-day"):
         dates = [t for t in labels_of(sections[anchor]) if re.fullmatch(r"\d{4}-\d{2}", t)]
         assert {"2023-12", "2024-01", "2024-02"} <= set(dates), anchor
         month_names = {"Oct", "Nov", "Dec", "Jan", "Feb", "October", "December", "January"}
         assert not month_names & set(labels_of(sections[anchor])), anchor
-    for anchor in ("available-per-day", "missing-per-day"):
+    for anchor in ("available-per-day", "missing-per-day", "volume-per-day"):
         assert PENDING in labels_of(sections[anchor])
         (shade,) = [p for p in mark_paths(sections[anchor], "mark-rect")]
         assert f'aria-label="from: Feb 01, 2024; to: Feb 20, 2024; label: {PENDING}"' in shade
@@ -269,6 +325,56 @@ def test_the_heatmap_has_a_cell_per_symbol_month_in_listing_order_with_the_hole(
     assert 'fill="rgb(127, 0, 0)"' in paths[index]
 
 
+def test_the_volume_picture_draws_every_day_of_the_volume_stage_plot_data(project, capsys):
+    assert PLOT_FILE == VOLUME_PER_DAY  # the page reads what the volume stage writes
+    make_page(project / "reports", capsys)
+    svg = svgs((project / "reports/index.html").read_text(encoding="utf-8"))["volume-per-day"]
+    labels = labels_of(svg)
+    assert {"quote volume per day (USDT, log scale)", "top-10 symbols' share"} <= set(labels)
+    assert {"quote volume", "top-10 share", PENDING} <= set(labels)
+    # A tick at each power of ten from below the least volume (10 x 1M) to above the greatest
+    # (18 x 1B).
+    decades = ["10M", "100M", "1B", "10B", "100B"]
+    assert [t for t in labels if re.fullmatch(r"\d+[MB]", t)] == decades
+    percents = [t for t in labels if t.endswith("%")]
+    assert (percents[0], percents[-1]) == ("0%", "100%")  # the right axis: the whole range
+
+    data = pl.read_csv(project / "metrics/plots" / VOLUME_PER_DAY, try_parse_dates=True)
+    assert data.columns == ["date", "quote_volume", "top_share", "symbols"]
+    assert data.height == len(pl_dates(START, LAST))
+    gap = data.with_row_index().filter(pl.col("date") == NO_VOLUME_DAY)
+    assert gap.select("quote_volume", "top_share").row(0) == (0.0, None)
+    before, after = (
+        data.filter(pl.col("date") < NO_VOLUME_DAY),
+        data.filter(pl.col("date") > NO_VOLUME_DAY),
+    )
+    total = step_lines(svg, VOLUME_COLOURS["quote_volume"])
+    share = step_lines(svg, VOLUME_COLOURS["top_share"])
+    # Each line breaks at the day of no volume: one point per other day, in date order.
+    assert (
+        [len(run) for run in total]
+        == [len(run) for run in share]
+        == [
+            before.height,
+            after.height,
+        ]
+    )
+    drawn = pl.concat([before, after])
+    days = (drawn["date"] - D(START)).dt.total_days()
+    x = WIDTH * days / (D(LAST) - D(START)).days
+    # Log scale from 10^7 up to 10^11; the share from 0 up to 1.
+    y_total = HEIGHT * (11 - drawn["quote_volume"].log10()) / 4
+    y_share = HEIGHT * (1 - drawn["top_share"])
+    for run, y in ((total, y_total), (share, y_share)):
+        points = pl.DataFrame([p for r in run for p in r], schema=["x", "y"], orient="row")
+        assert (points["x"] - x).abs().max() < 0.01
+        assert (points["y"] - y).abs().max() < 0.01
+    # What volume_rows() was made to show: a thousandfold growth, a share that moves.
+    assert drawn["quote_volume"].max() / drawn["quote_volume"].min() > 1000
+    assert drawn["top_share"].max() == 1.0
+    assert drawn["top_share"].min() == pytest.approx(10 / 12, abs=0.01)
+
+
 @pytest.mark.parametrize(
     ("damage", "error"),
     [
@@ -286,13 +392,17 @@ def test_the_heatmap_has_a_cell_per_symbol_month_in_listing_order_with_the_hole(
             f"no plot data metrics/plots/{MISSING_PER_DAY}: run the pipeline first (make update)",
         ),
         (
+            lambda p: (p / "metrics/plots" / VOLUME_PER_DAY).unlink(),
+            f"no plot data metrics/plots/{VOLUME_PER_DAY}: run the pipeline first (make update)",
+        ),
+        (
             lambda p: (p / "metrics/plots" / AVAILABLE_PER_DAY).write_text(
                 "date,n\n2024-01-01,3\n"
             ),
             f"metrics/plots/{AVAILABLE_PER_DAY} lacks the column symbols: rerun make update",
         ),
     ],
-    ids=["no summary", "old summary", "no plot file", "wrong columns"],
+    ids=["no summary", "old summary", "no plot file", "no volume file", "wrong columns"],
 )
 def test_bad_plot_data_stops_with_one_line_and_writes_no_page(
     project, capsys, caplog, damage, error

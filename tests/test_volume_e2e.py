@@ -1,10 +1,12 @@
 """The volume stage end to end: the real `dvc repro` on the emulator's 1d kline files.
 
 The dataset must equal the emulator's ground truth (`Universe.kline_rows`) row for row after
-each run; a next day fetches only the files that are new since (new days, a re-upload, a new
-symbol's whole history, a month's file superseding its days), each 1d folder listed at most
-once; a corrupted body fails the run naming the file with the dataset untouched; a killed run
-resumes without downloading its checkpointed files again.
+each run; a next day fetches only the files that are new since (new days, a new symbol's whole
+history, a month's file superseding its days), each 1d folder listed at most once; a quiet day
+costs one direct GET per active symbol and the listings of the symbols whose listing day it
+is; a 1d file not out yet is pending and fetched the next day; a re-upload is fetched on its
+symbol's listing day; a corrupted body fails the run naming the file with the dataset
+untouched; a killed run resumes without downloading its checkpointed files again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 
 from devtools.emulator import Emulator, Knobs, Universe
 from devtools.scratch import ScratchProject
+from pipeline.volume.planner import is_listing_day
 from pipeline.volume.schema import SCHEMA
 from tests import e2e_support as e2e
 from tests.e2e_support import AS_OF, NEXT_DAY, ONE_DAY, START
@@ -43,6 +46,10 @@ DOCUMENT: dict[str, Any] = {
 }
 VOLUME = "data/volume"
 CHECKPOINT = Path("data/.volume.checkpoint")
+DAILY_1D = "data/futures/um/daily/klines/{0}/1d/{0}-1d-{1}.zip"
+# The days the caught-up project runs on: May's monthly files are all out by then.
+CAUGHT_UP = dt.date(2024, 6, 9)
+LOOKBACK_DAYS = 5  # e2e.emulated_params'
 
 
 def bucket(today: dt.date = AS_OF, **extra: Any) -> Universe:
@@ -75,6 +82,23 @@ def volume_listings(counters: dict[str, Any]) -> int:
     return counters["by_kind"]["list"] - others
 
 
+def volume_requests(counters: dict[str, Any]) -> int:
+    """Every request of the volume stage: those of 1d folders and keys (listings and GETs)."""
+    return sum(n for prefix, n in counters["by_prefix"].items() if "/1d/" in prefix)
+
+
+def active(universe: Universe, day: dt.date) -> list[str]:
+    """The symbols with a daily file on `day`."""
+    return [s for s in e2e.perpetual(universe) if day in universe.available_dates(s)]
+
+
+def run_on(project: ScratchProject, emulator: Emulator, universe: Universe, as_of: dt.date):
+    """`dvc repro` on `as_of`, the emulator serving `universe` (counters reset)."""
+    e2e.reset(emulator, universe)
+    project.set_params({"run": {"as_of": as_of.isoformat()}})
+    project.repro()
+
+
 def once_per_folder(found: dict[str, Any]) -> bool:
     """Each 1d folder listed was listed with one request (they all fit on one page)."""
     folders = found["monthly_folders_listed"] + found["daily_folders_listed"]
@@ -103,6 +127,21 @@ def project(first, tmp_path, emulator) -> ScratchProject:
     return first[0].copy(tmp_path / "repo")
 
 
+@pytest.fixture(scope="module")
+def caught_up(first, tmp_path_factory, e2e_emulator: Emulator) -> ScratchProject:
+    """The first project after a run on CAUGHT_UP (committed): May from its monthly files."""
+    project = first[0].copy(tmp_path_factory.mktemp("volume-caught-up") / "repo")
+    run_on(project, e2e_emulator, bucket(CAUGHT_UP), CAUGHT_UP)
+    assert volume(project).equals(truth(bucket(CAUGHT_UP), CAUGHT_UP))
+    project.commit("caught up")
+    return project
+
+
+@pytest.fixture
+def later(caught_up, tmp_path, emulator) -> ScratchProject:
+    return caught_up.copy(tmp_path / "repo")
+
+
 def test_a_first_run_holds_the_ground_truth_at_the_minimum_of_requests(first):
     project, counters = first
     assert volume(project).equals(truth(bucket(), AS_OF))
@@ -126,28 +165,21 @@ def test_next_days_fetch_only_new_files_a_new_symbols_history_and_superseding_mo
     project, emulator
 ):
     before = volume(project)
-    # The next day: a new symbol (its whole history), a corrected 1d kline, a new day each.
+    # The next day: a new symbol (its whole history), a new day each.
     new = {"NEWUSDT": {"spans": [["2023-01-01", None]]}}
-    next_bucket = bucket(NEXT_DAY, **new).with_reupload(
-        "BTCUSDT", "2024-05-28", NEXT_DAY, interval="1d"
-    )
-    e2e.reset(emulator, next_bucket)
-    project.set_params({"run": {"as_of": NEXT_DAY.isoformat()}})
-    project.repro()
+    next_bucket = bucket(NEXT_DAY, **new)
+    run_on(project, emulator, next_bucket, NEXT_DAY)
     expected = truth(next_bucket, NEXT_DAY)
     after = volume(project)
     assert after.equals(expected)
     fetched = sources(after) - sources(before)
-    assert any(source.endswith("BTCUSDT-1d-2024-05-28.zip") for source, _ in fetched)
-    assert metrics(project)["files_fetched"] == len(fetched)
-    assert once_per_folder(metrics(project))
-    assert metrics(project)["listing_requests"] == volume_listings(emulator.counters())
-    assert metrics(project)["requests"] == metrics(project)["request_minimum"]
-    assert (
-        before.filter(pl.col("symbol") != "BTCUSDT")
-        .join(after, on=list(SCHEMA), how="anti")
-        .is_empty()
-    )  # every other stored row kept as it was
+    found = metrics(project)
+    assert found["files_fetched"] == len(fetched)
+    assert once_per_folder(found)
+    assert found["listing_requests"] == volume_listings(emulator.counters())
+    assert found["requests"] == volume_requests(emulator.counters())
+    assert found["requests"] == found["request_minimum"] and found["pending"] == 0
+    assert before.join(after, on=list(SCHEMA), how="anti").is_empty()  # stored rows kept
 
     # Two days later some May monthly files are out: they replace their days' daily rows.
     third = next_bucket.with_today(NEXT_DAY + ONE_DAY)
@@ -212,3 +244,71 @@ def test_a_killed_volume_run_resumes_without_downloading_checkpointed_files(proj
     new = sources(volume(project)) - sources(before)
     assert found["files_fetched"] + found["files_resumed"] == len(new)
     assert not folder.exists()
+
+
+def test_a_quiet_day_costs_a_get_per_active_symbol_and_the_listings_of_its_listing_day(
+    later, emulator
+):
+    # update.lookback_days as in production: each daily folder is listed one day in 20.
+    day = CAUGHT_UP + ONE_DAY
+    quiet = bucket(day)
+    later.set_params({"update": {"lookback_days": 20}})
+    run_on(later, emulator, quiet, day)
+    assert volume(later).equals(truth(quiet, day))
+    last = day - ONE_DAY
+    trading = active(quiet, last)
+    listing = {s for s in trading if is_listing_day(s, last, 20)}
+    assert (len(trading), listing) == (5, {"V0USDT"})
+    found = metrics(later)
+    assert (found["listing_requests"], found["monthly_folders_listed"]) == (len(listing), 0)
+    assert (found["listed_gets"], found["direct_gets"], found["pending"]) == (1, 4, 0)
+    assert found["files_fetched"] == len(trading)
+    requests = volume_requests(emulator.counters())
+    assert requests == found["requests"] == found["request_minimum"] == len(trading) + 1
+    assert requests <= len(e2e.perpetual(quiet)) * 1.05
+
+
+def test_a_1d_file_not_out_yet_is_pending_and_fetched_the_next_day(later, emulator):
+    day = CAUGHT_UP + ONE_DAY
+    last = day - ONE_DAY
+    assert not is_listing_day("BTCUSDT", last, LOOKBACK_DAYS)  # its day is fetched directly
+    late_key = DAILY_1D.format("BTCUSDT", last.isoformat())
+    e2e.reset(emulator, bucket(day))
+    # Its 1m file is out (the day is available), its 1d file not yet: S3 answers 404.
+    emulator.set_knobs(Knobs(prefix_faults={late_key: "no_such_key"}))
+    later.set_params({"run": {"as_of": day.isoformat()}})
+    later.repro()
+    found = metrics(later)
+    assert (found["pending"], found["requests"]) == (1, found["request_minimum"] + 1)
+    missing = truth(bucket(day), day).filter(pl.col("source") == late_key)
+    assert missing.height == 1
+    assert volume(later).equals(truth(bucket(day), day).join(missing, on=list(SCHEMA), how="anti"))
+    assert json.loads(later.read("metrics/validation.json"))["ok"]  # inside the window
+
+    run_on(later, emulator, bucket(day + ONE_DAY), day + ONE_DAY)
+    assert volume(later).equals(truth(bucket(day + ONE_DAY), day + ONE_DAY))
+    assert metrics(later)["pending"] == 0
+    # Its folder saw two GETs (the late day and the new one), no listing.
+    assert emulator.counters()["by_prefix"]["data/futures/um/daily/klines/BTCUSDT/1d/"] == 2
+
+
+def test_a_reupload_inside_the_window_is_fetched_on_its_symbols_listing_day(later, emulator):
+    corrected, on = dt.date(2024, 6, 6), CAUGHT_UP + ONE_DAY
+    reuploaded = bucket(on).with_reupload("BTCUSDT", corrected, on, interval="1d")
+    key = DAILY_1D.format("BTCUSDT", corrected.isoformat())
+
+    def stored_etag() -> str:
+        return volume(later).filter(pl.col("source") == key)["source_etag"].item()
+
+    old = stored_etag()
+    day = on
+    while not is_listing_day("BTCUSDT", day - ONE_DAY, LOOKBACK_DAYS):
+        run_on(later, emulator, reuploaded.with_today(day), day)
+        assert stored_etag() == old, day  # not listed: the stored row stays
+        day += ONE_DAY
+    assert day - on >= dt.timedelta(days=2)  # runs without the listing were made
+    assert corrected < day - dt.timedelta(days=LOOKBACK_DAYS)  # out of the lookback window
+    run_on(later, emulator, reuploaded.with_today(day), day)
+    assert stored_etag() != old
+    assert volume(later).equals(truth(reuploaded.with_today(day), day))
+    assert key in {s for s, _ in sources(volume(later))}

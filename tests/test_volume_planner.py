@@ -11,12 +11,16 @@ from pipeline.config import Repair
 from pipeline.volume.planner import (
     AVAILABLE_SCHEMA,
     DAILY,
+    DIRECT_SCHEMA,
     MONTHLY,
     SymbolState,
     VolumeInputs,
     daily_windows,
+    direct_days,
+    is_listing_day,
     last_complete_month,
     listed,
+    lists_daily_folder,
     needs_monthly_listing,
     plan_fetches,
     symbol_states,
@@ -91,18 +95,22 @@ def test_a_new_symbol_listed_this_month_lists_only_its_daily_folder():
     assert daily_windows(states["NEWUSDT"], set(), INPUTS) == [(MAR, D("2024-03-10"))]
 
 
-def test_a_quiet_day_lists_the_daily_folder_of_the_current_month_only():
+def test_a_quiet_day_lists_the_daily_folder_of_the_current_month_on_its_listing_day_only():
     rows = [
         *from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-31")),
         *from_monthly("BTCUSDT", FEB, dates("2024-02-01", "2024-02-29")),
-        *from_daily("BTCUSDT", dates("2024-03-01", "2024-03-09")),
+        *from_daily("BTCUSDT", dates("2024-03-01", "2024-03-07")),
     ]
-    state = symbol_states(
-        stored(*rows), available("BTCUSDT", dates("2024-01-01", "2024-03-10")), [], INPUTS
-    )["BTCUSDT"]
-    assert state.uncovered_months == {MAR}
-    assert not needs_monthly_listing(state, INPUTS)
-    assert daily_windows(state, state.monthly_months, INPUTS) == [(MAR, D("2024-03-10"))]
+    for last, lists in (("2024-03-08", True), ("2024-03-09", False), ("2024-03-10", False)):
+        inputs = VolumeInputs(D("2024-01-01"), D(last), D(last) - dt.timedelta(days=4))
+        state = symbol_states(
+            stored(*rows), available("BTCUSDT", dates("2024-01-01", last)), [], inputs
+        )["BTCUSDT"]
+        assert state.uncovered_months == {MAR} and state.old_uncovered_months == set()
+        assert not needs_monthly_listing(state, inputs)
+        # BTCUSDT's listing day, of every 5 (INPUTS' window), is 2024-03-08.
+        expected = [(MAR, D(last))] if lists else []
+        assert daily_windows(state, state.monthly_months, inputs) == expected, last
 
 
 def test_a_complete_month_of_daily_rows_makes_its_monthly_file_due():
@@ -146,11 +154,13 @@ def test_a_symbol_without_any_available_day_lists_nothing():
 
 def test_an_uncovered_day_in_a_gap_month_lists_that_month_and_consecutive_months_merge():
     inputs = VolumeInputs(D("2023-11-15"), D("2024-03-10"), D("2024-03-06"))
+    gap = frozenset({D("2023-11-01"), D("2023-12-01"), FEB})
     state = SymbolState(
         "BTCUSDT",
         monthly_months=frozenset({JAN}),
-        uncovered_months=frozenset({D("2023-11-01"), D("2023-12-01"), FEB}),
+        uncovered_months=gap,
         recent_months=frozenset({MAR}),
+        old_uncovered_months=gap,  # older than the window: listed whatever the day
     )
     assert daily_windows(state, {JAN}, inputs) == [
         (D("2023-11-15"), D("2023-12-31")),  # clipped to the dataset's start
@@ -170,6 +180,149 @@ def test_an_audit_relists_both_folders_of_its_symbols_over_its_dates():
     assert needs_monthly_listing(state["BTCUSDT"], inputs)
     assert daily_windows(state["BTCUSDT"], {JAN}, inputs) == [(FEB, D("2024-03-10"))]
     assert not needs_monthly_listing(state["ETHUSDT"], inputs)  # not audited
+
+
+# --- staggered listing days and direct GETs ---------------------------------------------------
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "NEWUSDT", "SOLUSDT", "XRPUSDT"]
+
+
+def test_each_symbol_has_one_listing_day_in_every_lookback_days_days():
+    for every in (1, 5, 20):
+        for offset in range(3 * every):
+            first = D("2024-02-20") + dt.timedelta(days=offset)
+            window = [first + dt.timedelta(days=n) for n in range(every)]
+            for symbol in [*SYMBOLS, "1000PEPEUSDT", "币安人生USDT"]:
+                assert sum(is_listing_day(symbol, day, every) for day in window) == 1
+
+
+def test_the_listing_days_of_symbols_are_a_stable_hash_of_their_names():
+    # zlib.crc32 of the UTF-8 name plus the day's ordinal, modulo 5: the same in every process.
+    listing = {
+        day: {s for s in SYMBOLS if is_listing_day(s, D(day), 5)}
+        for day in ("2024-03-06", "2024-03-07", "2024-03-08", "2024-03-09", "2024-03-10")
+    }
+    assert listing == {
+        "2024-03-06": {"NEWUSDT"},
+        "2024-03-07": {"ETHUSDT"},
+        "2024-03-08": {"BTCUSDT", "XRPUSDT"},
+        "2024-03-09": set(),
+        "2024-03-10": {"SOLUSDT"},
+    }
+    assert INPUTS.lookback_days == 5
+    assert {s for s in SYMBOLS if INPUTS.lists_daily_folder(s)} == {"SOLUSDT"}
+
+
+def test_which_daily_folders_a_day_lists_new_old_uncovered_audited_or_listing_day():
+    inputs = VolumeInputs(**{**INPUTS.__dict__, "repair": Repair(("ETHUSDT",), None, None)})
+    mar = frozenset({MAR})
+    states = [
+        SymbolState("BTCUSDT", daily_months=mar, recent_months=mar),  # quiet: not its day
+        SymbolState("ETHUSDT", daily_months=mar, recent_months=mar),  # audited
+        SymbolState("NEWUSDT", uncovered_months=mar, recent_months=mar),  # no volume yet
+        SymbolState("SOLUSDT", daily_months=mar, recent_months=mar),  # its listing day
+        SymbolState(  # an uncovered day older than the window
+            "XRPUSDT",
+            daily_months=mar,
+            uncovered_months=frozenset({FEB, MAR}),
+            old_uncovered_months=frozenset({FEB}),
+        ),
+        SymbolState(  # ... in a month with a monthly file: no daily file can be fetched
+            "ADAUSDT",
+            monthly_months=frozenset({FEB}),
+            daily_months=mar,
+            uncovered_months=frozenset({FEB}),
+            old_uncovered_months=frozenset({FEB}),
+        ),
+    ]
+    lists = {s.symbol for s in states if lists_daily_folder(s, s.monthly_months, inputs)}
+    assert lists == {"ETHUSDT", "NEWUSDT", "SOLUSDT", "XRPUSDT"}
+    windows = {s.symbol: daily_windows(s, s.monthly_months, inputs) for s in states}
+    assert windows == {
+        "BTCUSDT": [],
+        "ETHUSDT": [(JAN, D("2024-03-10"))],  # the audit's dates: the whole history
+        "NEWUSDT": [(MAR, D("2024-03-10"))],
+        "SOLUSDT": [(MAR, D("2024-03-10"))],
+        "XRPUSDT": [(FEB, D("2024-03-10"))],
+        "ADAUSDT": [],
+    }
+
+
+def test_a_listing_day_relists_the_window_and_as_many_days_before_it():
+    # Window 2024-02-28..2024-03-03 (5 days); a day re-uploaded while in it, up to 4 days
+    # before this listing day, is still listed: the relisting window starts 2024-02-23.
+    inputs = VolumeInputs(D("2024-01-01"), D("2024-03-03"), D("2024-02-28"))
+    assert inputs.relist_start == D("2024-02-23")
+    rows = [*from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-31"))]
+    rows += from_daily("BTCUSDT", dates("2024-02-01", "2024-03-03"))
+    state = symbol_states(
+        stored(*rows), available("BTCUSDT", dates("2024-01-01", "2024-03-03")), [], inputs
+    )["BTCUSDT"]
+    assert state.recent_months == {FEB, MAR}
+    assert is_listing_day("BTCUSDT", D("2024-03-03"), 5)
+    assert daily_windows(state, state.monthly_months, inputs) == [(FEB, D("2024-03-03"))]
+    # A relisting window all in March lists March only.
+    later = VolumeInputs(D("2024-01-01"), D("2024-03-13"), D("2024-03-09"))
+    state = symbol_states(
+        stored(*rows), available("BTCUSDT", dates("2024-03-01", "2024-03-13")), [], later
+    )["BTCUSDT"]
+    assert state.recent_months == {MAR}
+
+
+def test_direct_days_are_the_window_days_available_without_a_row_of_unlisted_symbols():
+    rows = [
+        *from_daily("BTCUSDT", dates("2024-03-01", "2024-03-07")),
+        *from_daily("ETHUSDT", dates("2024-03-01", "2024-03-10")),
+    ]
+    availability = pl.concat(
+        [
+            available("BTCUSDT", [*dates("2024-03-01", "2024-03-09"), D("2024-03-11")]),
+            available("ETHUSDT", dates("2024-03-01", "2024-03-10")),
+            available("SOLUSDT", dates("2024-03-01", "2024-03-10")),  # its folder is listed
+            available("OLDUSDT", [D("2024-03-02")]),  # older than the window
+        ]
+    )
+    unlisted = ["BTCUSDT", "ETHUSDT", "OLDUSDT"]
+    days = direct_days(stored(*rows), availability, unlisted, INPUTS)
+    # 2024-03-11 is after the last date (its file cannot be out); ETHUSDT is covered.
+    assert days.rows() == [("BTCUSDT", D("2024-03-08")), ("BTCUSDT", D("2024-03-09"))]
+
+
+def direct(*days: tuple[str, dt.date]) -> pl.DataFrame:
+    rows = [(symbol, day, daily_key(symbol, day)) for symbol, day in days]
+    return pl.DataFrame(rows, schema=DIRECT_SCHEMA, orient="row")
+
+
+def test_direct_files_are_planned_unless_a_monthly_file_or_the_listing_covers_their_day():
+    rows = from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-31"))
+    monthly = listed([("ETHUSDT", FEB, monthly_key("ETHUSDT", FEB), "m", 100)])
+    daily = listed([("SOLUSDT", MAR, daily_key("SOLUSDT", MAR), "d", 10)])
+    plan = plan_fetches(
+        stored(*rows),
+        monthly,
+        daily,
+        INPUTS,
+        direct(
+            ("BTCUSDT", D("2024-01-31")),  # January is stored from its monthly file
+            ("ETHUSDT", D("2024-02-29")),  # February's monthly file is listed this run
+            ("SOLUSDT", MAR),  # listed
+            ("XRPUSDT", D("2024-03-09")),
+            ("XRPUSDT", D("2024-03-10")),
+            ("XRPUSDT", D("2024-03-11")),  # after the last date
+        ),
+    )
+    assert files(plan) == {
+        (MONTHLY, "ETHUSDT", FEB),
+        (DAILY, "SOLUSDT", MAR),
+        (DAILY, "XRPUSDT", D("2024-03-09")),
+        (DAILY, "XRPUSDT", D("2024-03-10")),
+    }
+    unlisted = plan.files.filter(pl.col("etag").is_null())
+    assert unlisted.select("key", "size").rows() == [
+        (daily_key("XRPUSDT", D("2024-03-09")), None),
+        (daily_key("XRPUSDT", D("2024-03-10")), None),
+    ]
+    assert plan.months() == [FEB, MAR]
 
 
 # --- which files are fetched and which rows they replace ------------------------------------

@@ -278,8 +278,9 @@ def run_command(args: argparse.Namespace) -> int:
         return publish()
     overrides = {} if args.command == "pull" else overrides_of(args)
     config = run_config(PARAMS, overrides)
-    # A commit of the dataset that a killed run had begun is finished before DVC looks.
+    # A commit of a dataset that a killed run had begun is finished before DVC looks.
     finish_interrupted_commit(config.paths.dataset, config.paths.changes)
+    finish_interrupted_commit(config.paths.volume)
     if args.command == "pull":
         return pull()
     pull_if_published()

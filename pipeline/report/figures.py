@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from pipeline.report.data import (
     AVAILABLE_PER_DAY,
     LISTINGS_PER_MONTH,
     MISSING_PER_DAY,
+    VOLUME_PER_DAY,
 )
 
 Spec = dict[str, Any]
@@ -36,6 +38,11 @@ MISSING_COLOURS = {"missing": "#9467bd", "published_late": "#ff7f0e"}
 CELL_HEIGHT = 8
 CELL_WIDTH = 9
 SHARE_COLOURS = {0.0: "#7f0000", 0.5: "#fc8d59", 1.0: "#9ecae1"}
+VOLUME_COLOURS = {"quote_volume": "#8c564b", "top_share": "#e377c2"}
+VOLUME_LABELS = {"quote_volume": "quote volume", "top_share": "top-10 share"}
+# Volume grows by orders of magnitude from 2019 on: a log axis, labelled 10M, 1B, 100B (SI
+# prefixes, but B for billions where Vega's `~s` would write G).
+VOLUME_LABEL_EXPR = "replace(format(datum.value, '~s'), 'G', 'B')"
 # A time axis spanning more than this many days is labelled by month, shorter ones by day;
 # one tick every 1, 2, 3, 6 or 12 months, the fewest that keep at most MAX_TICKS of them.
 MONTH_LABELS_AFTER_DAYS = 92
@@ -181,6 +188,77 @@ def missing_spec(data: pl.DataFrame, window: Window) -> Spec:
     return layered(window, lines)
 
 
+def decades(volume: pl.Series) -> Spec:
+    """A log scale from the power of ten below the least positive volume to the one above the
+    greatest, ticked and gridded at each power of ten only (in-between ticks crowd the axis).
+    """
+    axis = {"labelExpr": VOLUME_LABEL_EXPR, "titleColor": VOLUME_COLOURS["quote_volume"]}
+    positive = volume.filter(volume > 0)
+    if positive.is_empty():
+        return {"scale": {"type": "log"}, "axis": axis}
+    low = math.floor(math.log10(positive.min()))
+    high = max(math.ceil(math.log10(positive.max())), low + 1)
+    ticks = [10.0**power for power in range(low, high + 1)]
+    return {
+        "scale": {"type": "log", "domain": [ticks[0], ticks[-1]], "nice": False},
+        "axis": {**axis, "values": ticks},
+    }
+
+
+def volume_spec(data: pl.DataFrame, window: Window) -> Spec:
+    """Total quote volume (log, left axis) and the top-10 symbols' share of it (right, 0-100 %).
+
+    A day without volume has no place on a log axis, nor a share: both lines break there.
+    """
+    colour = {
+        "scale": {"domain": list(VOLUME_LABELS.values()), "range": list(VOLUME_COLOURS.values())},
+        "legend": {"title": None, "orient": "top"},
+    }
+    step = {"type": "line", "interpolate": "step-after"}
+    total = {
+        # Null, not filtered out: a gap in the line rather than a bridge over the day.
+        "transform": [
+            {"calculate": "datum.quote_volume > 0 ? datum.quote_volume : null", "as": "volume"}
+        ],
+        "mark": step,
+        "encoding": {
+            "x": date_x("date", data),
+            "y": {
+                "field": "volume",
+                "type": "quantitative",
+                "title": "quote volume per day (USDT, log scale)",
+                **decades(data.get_column("quote_volume")),
+            },
+            "color": {"datum": VOLUME_LABELS["quote_volume"], **colour},
+        },
+    }
+    share = {
+        "mark": step,
+        "encoding": {
+            "x": date_x("date", data),
+            "y": {
+                "field": "top_share",
+                "type": "quantitative",
+                "title": "top-10 symbols' share",
+                "scale": {"domain": [0, 1]},
+                "axis": {
+                    "orient": "right",
+                    "format": ".0%",
+                    "grid": False,
+                    "titleColor": VOLUME_COLOURS["top_share"],
+                },
+            },
+            "color": {"datum": VOLUME_LABELS["top_share"], **colour},
+        },
+    }
+    lines = {
+        "data": {"values": values(data.select("date", "quote_volume", "top_share"))},
+        "layer": [total, share],
+        "resolve": {"scale": {"y": "independent"}},
+    }
+    return layered(window, lines)
+
+
 def layered(window: Window, *layers: Spec) -> Spec:
     """Data layers over the shaded lookback window, each with a legend of its own."""
     return {
@@ -286,6 +364,15 @@ FIGURES: tuple[Figure, ...] = (
         "Listed symbols without a file that day (outages; in the shaded days, files not "
         "published yet), and files that came after a run had found them missing.",
         missing_spec,
+    ),
+    Figure(
+        "volume-per-day",
+        VOLUME_PER_DAY,
+        {"date": pl.Date(), "quote_volume": pl.Float64(), "top_share": pl.Float64()},
+        "Quote volume per day",
+        "The day's quote volume of all symbols, in USDT on a log scale (left), and the share "
+        "of its 10 largest symbols in it (right); the shaded days may still get files.",
+        volume_spec,
     ),
     Figure(
         "availability-heatmap",

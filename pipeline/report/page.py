@@ -1,4 +1,4 @@
-"""The report page: the plot data the report stage wrote, drawn into one self-contained HTML file.
+"""The report page: the plot data the report and volume stages wrote, drawn into one HTML file.
 
 Every figure of pipeline.report.figures is rendered to SVG by vl-convert (which bundles its
 own Vega: no network, no browser) and inlined, so the page opens offline, anywhere; its

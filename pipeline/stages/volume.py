@@ -2,9 +2,15 @@
 
 Runs after update, in the same `dvc repro`: every symbol of symbols.json with available days is
 planned (pipeline.volume.planner), so a new symbol's volume history arrives with its
-availability. Its 1d folders are listed only where news can be (about one request per symbol on
-a quiet day), the files new or re-uploaded since are downloaded, verified and parsed, and the
-months they change are committed together, atomically. Downloads are checkpointed batch by
+availability. Its 1d folders are listed only where news can be: a daily folder on the symbol's
+listing day (one day in update.lookback_days, staggered over the symbols), when it is new, has
+an old uncovered day or is audited; a monthly folder when a month's file is due. On the other
+days the new days' files are fetched by a direct GET, planned from the availability dataset
+update has just built (its available days without a volume row). So a quiet day costs one GET
+per active symbol and about symbols / lookback_days listings; the first days of a month add a
+monthly listing per symbol until its month's file is out. The files new or re-uploaded since
+are downloaded, verified and parsed, and the months they change are committed together,
+atomically. Downloads are checkpointed batch by
 batch: a killed run's rerun does not fetch them again. What it did goes to metrics/volume.json,
 and the total quote volume per day (with the top symbols' share) to the plot data.
 """
@@ -29,8 +35,21 @@ from pipeline.vision.download import Downloader
 from pipeline.vision.layout import KlineLayout
 from pipeline.vision.listing import PAGE_SIZE
 from pipeline.volume.checkpoint import VolumeCheckpoint
-from pipeline.volume.fetch import KEYS_PER_FILE, Fetched, Listed, download, list_folders
-from pipeline.volume.planner import AVAILABLE_SCHEMA, FetchPlan, VolumeInputs, plan_fetches
+from pipeline.volume.fetch import (
+    KEYS_PER_FILE,
+    Fetched,
+    Listed,
+    direct_files,
+    download,
+    list_folders,
+)
+from pipeline.volume.planner import (
+    AVAILABLE_SCHEMA,
+    FetchPlan,
+    VolumeInputs,
+    direct_days,
+    plan_fetches,
+)
 from pipeline.volume.planner import symbol_states as plan_states
 from pipeline.volume.schema import INTERVAL, KEY, SCHEMA
 from pipeline.volume.store import (
@@ -82,9 +101,11 @@ def merge(previous: pl.DataFrame, plan: FetchPlan, fetched: pl.DataFrame) -> pl.
 
 
 def request_minimum(listed: Listed, fetched: Fetched) -> int:
-    """The fewest requests this run's listings and downloads could take: per folder listed,
-    ⌈keys / 1000⌉ pages (at least one), one GET per file fetched, and one more per file
-    whose ETag is multipart (no MD5: its .CHECKSUM verifies it)."""
+    """The fewest requests this run's listings and downloads could take: the listings due
+    (per folder the plan lists, ⌈keys / 1000⌉ pages, at least one), one GET per file that
+    exists and is fetched (listed or direct), and one more per file whose ETag is multipart
+    (no MD5: its .CHECKSUM verifies it). A direct GET that finds no file yet (404, pending)
+    is not in it: it is the price of not listing every folder every day."""
     pages = 0
     for frame, symbols in (
         (listed.monthly, listed.monthly_symbols),
@@ -136,16 +157,24 @@ def run_metrics(
 ) -> dict[str, object]:
     """What this run listed and fetched; no durations: an unchanged rerun changes nothing."""
     listing_requests, download_requests = requests
+    minimum = request_minimum(listed, fetched)
+    total = listing_requests + download_requests
     return {
         "as_of": config.as_of.isoformat(),
         "last_date": config.last_date.isoformat(),
         "symbols_listed": listed.symbols,
         "monthly_folders_listed": len(listed.monthly_symbols),
         "daily_folders_listed": len(listed.daily_symbols),
-        "requests": listing_requests + download_requests,
+        "requests": total,
         "listing_requests": listing_requests,
+        "monthly_listing_pages": listed.monthly_pages,
+        "daily_listing_pages": listed.daily_pages,
         "download_requests": download_requests,
-        "request_minimum": request_minimum(listed, fetched),
+        "listed_gets": fetched.listed_gets,
+        "direct_gets": fetched.direct_gets,
+        "pending": fetched.pending,
+        "request_minimum": minimum,
+        "request_ratio": round(total / minimum, 4) if minimum else None,
         "retries": retries,
         "files_listed": listed.monthly.height + listed.daily.height,
         "files_fetched": fetched.files,
@@ -164,7 +193,8 @@ def run(config: Config) -> None:
     identity = VolumeIdentity.from_config(config)
     inputs = VolumeInputs.for_run(config)
     stored = read_sources(path, identity)
-    states = plan_states(stored, available_days(config), read_symbols(config.paths.symbols), inputs)
+    available = available_days(config)
+    states = plan_states(stored, available, read_symbols(config.paths.symbols), inputs)
     workers = config.volume.workers
     checkpoint = VolumeCheckpoint.beside(path, identity.identity())
     probe = config.probe
@@ -178,7 +208,9 @@ def run(config: Config) -> None:
         layout = KlineLayout.from_config(config, INTERVAL)
         listed = list_folders(client, layout, list(states.values()), inputs, workers=workers)
         listing_requests = client.requests
-        plan = plan_fetches(stored, listed.monthly, listed.daily, inputs)
+        unlisted = sorted(set(states) - set(listed.daily_symbols))
+        direct = direct_files(direct_days(stored, available, unlisted, inputs), layout)
+        plan = plan_fetches(stored, listed.monthly, listed.daily, inputs, direct)
         fetched = download(
             Downloader(client, config.vision.download_url),
             plan.files,
@@ -216,11 +248,13 @@ def run(config: Config) -> None:
         ),
     )
     log.info(
-        "listed the 1d folders of %d symbols and fetched %d files (%d resumed, %d bytes) with "
-        "%d requests (%d retries); %d rows fetched, %d replaced; %d months rewritten%s; "
-        "%d rows of %d symbols",
+        "listed the 1d folders of %d symbols and fetched %d files (%d direct GETs, %d not out "
+        "yet; %d resumed, %d bytes) with %d requests (%d retries); %d rows fetched, "
+        "%d replaced; %d months rewritten%s; %d rows of %d symbols",
         listed.symbols,
         fetched.files,
+        fetched.direct_gets,
+        fetched.pending,
         fetched.resumed,
         fetched.bytes,
         sum(requests),

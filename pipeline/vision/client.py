@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.exceptions import ChunkedEncodingError
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import (
     ConnectTimeoutError,
     InvalidHeader,
@@ -86,6 +87,7 @@ class VisionClient:
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self._objects = ObjectGetter(self.session)
         self.retry = BackoffRetry(
             total=retries,
             connect=retries,
@@ -290,7 +292,9 @@ class VisionClient:
         while True:
             self._count(retried=retry is not self.retry)
             deadline = min(time.monotonic() + self.timeout_s, budget_end)
-            attempt = _attempt(self.session, url, params, deadline)
+            # An object's GET skips the Session's per-request machinery (ObjectGetter).
+            getter = self._objects if action == "download" and not params else self.session
+            attempt = _attempt(getter, url, params, deadline)
             if attempt.response is not None:
                 self._note_server_clock(attempt.response.headers.get("Date"))
             fault = _transport_fault(attempt.failure) if attempt.failure else None
@@ -434,8 +438,47 @@ class _Attempt:
     body: bytes = b""
 
 
+class ObjectGetter:
+    """GETs of objects straight through the session's adapter (the same pooled connections,
+    the same header deadline and body reading), without what requests' Session adds on each
+    request: merging cookies, hooks and environment settings, re-parsing and re-quoting the
+    URL, following redirects (none is followed anyway: a 3xx is an answer to judge). A volume
+    backfill sends ~60,000 GETs of kB-sized files from one interpreter, where that machinery
+    was about a third of the CPU time of each.
+
+    `get` has `requests.Session.get`'s signature for `deadline.get_headers`; the URL must be
+    complete and quoted already (no params).
+    """
+
+    def __init__(self, session: requests.Session) -> None:
+        self.session = session
+        self._headers = dict(session.headers)
+
+    def get(
+        self, url: str, *, params: dict[str, str], timeout: float, stream: bool
+    ) -> requests.Response:
+        if params:
+            raise ValueError("an object's URL carries no params")
+        request = requests.PreparedRequest()
+        request.method = "GET"
+        request.url = url
+        request.headers = CaseInsensitiveDict(self._headers)
+        request.body = None
+        request.hooks = {"response": []}
+        adapter = self.session.get_adapter(url)
+        session = self.session
+        return adapter.send(
+            request,
+            stream=stream,
+            timeout=timeout,
+            verify=session.verify,
+            cert=session.cert,
+            proxies=session.proxies,
+        )
+
+
 def _attempt(
-    session: requests.Session, url: str, params: dict[str, str], deadline: float
+    session: requests.Session | ObjectGetter, url: str, params: dict[str, str], deadline: float
 ) -> _Attempt:
     """One request by `deadline`: the connect by its timeout, the headers by an alarm the
     connection arms (vision/deadline.py), the body by `read_body`."""

@@ -11,6 +11,13 @@ or ETag header, when sent, that agrees with the listing (a proxy's 200 HTML page
 object, is refused). A file that fails verification is fetched once more (a transfer corrupted
 on the way, a proxy's stale copy); a second failure is a VerificationError naming the key and
 what differed, and nothing of it is returned.
+
+A file GET without a listing (`fetch_unlisted`: a day the availability dataset says has files)
+is verified against what S3 says in the answer instead: its Content-Length must be the body's
+length and its ETag, when single-part, the body's MD5 (multipart: the .CHECKSUM's SHA-256);
+an answer without either header cannot be verified and is refused. Those headers are then the
+file's size and ETag, as a listing would show them. S3's 404 NoSuchKey means the file is not
+out yet: no error, None.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from urllib.parse import quote
 from pipeline.errors import PipelineError
 from pipeline.vision.client import ObjectAnswer, VisionClient, VisionError
 from pipeline.vision.layout import checksum_key, file_name
+from pipeline.vision.listing import s3_error_code
 
 ChecksumPolicy = Literal["multipart", "always"]
 CHECKSUM_POLICIES: tuple[str, ...] = get_args(ChecksumPolicy)
@@ -59,6 +67,17 @@ class ListedFile:
         return _MULTIPART_ETAG.fullmatch(self.etag) is not None
 
 
+@dataclass(frozen=True)
+class UnlistedFile:
+    """A file fetched without a listing: its verified bytes, and its size and ETag as its
+    answer's headers gave them (what a listing shows)."""
+
+    key: str
+    size: int
+    etag: str
+    body: bytes
+
+
 @dataclass
 class DownloadCounts:
     """What a Downloader did, for the stage's metrics (requests and retries are the client's)."""
@@ -72,6 +91,12 @@ class DownloadCounts:
     """Files fetched a second time after failing verification once."""
     bytes: int = 0
     """Bytes of the files returned."""
+    unlisted_gets: int = 0
+    """Answered GETs of files not listed (part of file_gets; a 404 counts)."""
+    not_found: int = 0
+    """Files not listed whose GET found none (S3's 404 NoSuchKey): pending."""
+    multipart: int = 0
+    """Files returned whose ETag is multipart (each verified by its .CHECKSUM)."""
 
 
 class Downloader:
@@ -105,8 +130,37 @@ class Downloader:
                 body = self._fetch_verified(listed)
             except VerificationError as second:
                 raise VerificationError(_twice(listed.key, first, second)) from None
-        self._count(files=1, bytes=len(body))
+        self._count(files=1, bytes=len(body), multipart=int(listed.multipart))
         return body
+
+    def fetch_unlisted(self, key: str) -> UnlistedFile | None:
+        """The file at `key`, verified against its answer's headers (module docstring); None
+        when S3 answers 404 NoSuchKey. Raises DownloadError otherwise."""
+        try:
+            found = self._fetch_unlisted(key)
+        except VerificationError as first:
+            self._count(refetches=1)
+            try:
+                found = self._fetch_unlisted(key)
+            except VerificationError as second:
+                raise VerificationError(_twice(key, first, second)) from None
+        if found is None:
+            self._count(not_found=1)
+            return None
+        multipart = _MULTIPART_ETAG.fullmatch(found.etag) is not None
+        self._count(files=1, bytes=len(found.body), multipart=int(multipart))
+        return found
+
+    def _fetch_unlisted(self, key: str) -> UnlistedFile | None:
+        answer = self._get(key)
+        self._count(file_gets=1, unlisted_gets=1)
+        if answer.status == 404 and s3_error_code(answer.body) == "NoSuchKey":
+            return None
+        announced = announced_file(key, answer)
+        check_body(announced, answer.body, size_from="Content-Length")
+        if self.checksums == "always" or announced.multipart:
+            check_sha256(announced, answer.body, self._checksum(announced))
+        return UnlistedFile(key, announced.size, announced.etag, answer.body)
 
     def _fetch_verified(self, listed: ListedFile) -> bytes:
         answer = self._get(listed.key)
@@ -166,6 +220,38 @@ def check_answer(listed: ListedFile, answer: ObjectAnswer) -> None:
         )
 
 
+def announced_file(key: str, answer: ObjectAnswer) -> ListedFile:
+    """The file an answer to the GET of an unlisted `key` says it carries: its Content-Length
+    and ETag headers, which must be there (nothing else can verify the body)."""
+    if answer.status != 200:
+        raise DownloadError(
+            f"{key}: HTTP {answer.status} from {answer.url}, not the file nor S3's NoSuchKey "
+            "(check vision.download_url and any proxy in front of it)"
+        )
+    content_type = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type == "text/html":
+        raise VerificationError(
+            f"{key}: HTTP 200 with an HTML page, not the file, from {answer.url}; "
+            "check vision.download_url and any proxy in front of it"
+        )
+    encoding = answer.headers.get("Content-Encoding")
+    if encoding is not None:
+        raise VerificationError(
+            f"{key}: sent with Content-Encoding {encoding!r}: its Content-Length is not the "
+            "file's size, which cannot be verified"
+        )
+    length = answer.headers.get("Content-Length", "").strip()
+    if not length.isdigit():
+        shown = "no Content-Length header" if not length else f"Content-Length {length!r}"
+        raise VerificationError(f"{key}: {shown}: its size cannot be verified")
+    etag = answer.headers.get("ETag")
+    if etag is None or not bare_etag(etag):
+        raise VerificationError(f"{key}: no ETag header: its bytes cannot be verified")
+    announced = ListedFile(key=key, size=int(length), etag=bare_etag(etag))
+    _check_etag_format(announced)
+    return announced
+
+
 def _content_length(answer: ObjectAnswer) -> str | None:
     """The Content-Length of the bytes as stored; None when not sent, or not theirs (a body
     sent with a Content-Encoding has its encoded length there)."""
@@ -175,10 +261,10 @@ def _content_length(answer: ObjectAnswer) -> str | None:
     return None if length is None else length.strip()
 
 
-def check_body(listed: ListedFile, body: bytes) -> None:
-    """Size, and MD5 where the ETag is one."""
+def check_body(listed: ListedFile, body: bytes, *, size_from: str = "listed") -> None:
+    """Size, and MD5 where the ETag is one; `size_from` names where the size was read."""
     if len(body) != listed.size:
-        raise VerificationError(f"{listed.key}: size {len(body)} != listed {listed.size}")
+        raise VerificationError(f"{listed.key}: size {len(body)} != {size_from} {listed.size}")
     if listed.multipart:
         return
     md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()

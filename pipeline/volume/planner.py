@@ -8,16 +8,28 @@ days after the newest monthly file come from daily files. What exists comes from
   complete month after the newest stored monthly file that holds available days or daily-sourced
   rows (its monthly file is due), or a one-off repair (`run.repair`: an audit relists all);
 - the daily folder is listed, from the first day of a month (start-after) to the month's end,
-  only for months without a monthly file that hold an available day (of the availability
-  dataset) with no volume row yet, or an available day of the lookback window (late or
-  re-uploaded files), or the repair's dates. Consecutive months are one listing.
+  for months without a monthly file that hold an available day (of the availability dataset)
+  with no volume row yet, or an available day of the relisting window (late or re-uploaded
+  files: the lookback window and as many days before it), or the repair's dates. Consecutive
+  months are one listing. It is listed when the symbol has no volume yet (a new symbol), when
+  it has an uncovered available day older than the lookback window, on an audit of it, and
+  otherwise on its listing day only: one day in every `update.lookback_days`, staggered over
+  the symbols by a stable hash of the name (`is_listing_day`), so that a quiet day lists
+  about symbols / lookback_days folders, not one per symbol;
+- on the other days, the new days come by a direct GET of `{S}-1d-{day}.zip` for each
+  available day of the lookback window with no volume row (`direct_days`): the availability
+  dataset, just built from the 1m folder's listing of the same days, says the day has files.
+  Its bytes are verified against the GET's own headers (pipeline.vision.download); a 404 is no
+  error: the day stays pending, is asked again next run, and its symbol's next listing (at the
+  latest once it leaves the window) settles it. A re-upload inside the window is seen by the
+  symbol's next listing day, which still holds the re-uploaded day (the relisting window).
 
 Then a listed file is fetched only when no stored row has it as its source with the same ETag
 and size (a new file or a re-upload; a month already stored from its monthly file is fetched
 again only by an audit of its symbol, as the availability dataset's history changes only by
 an audit); a monthly file's rows replace all of its month's rows (the
 daily-sourced ones it supersedes included), a daily file's row replaces its day's row. Daily
-files of a month that has a monthly file are never fetched.
+files of a month that has a monthly file are never fetched (neither listed nor direct).
 
 Months are named by their first day, as pipeline.vision.layout.KlineLayout names them.
 """
@@ -25,7 +37,8 @@ Months are named by their first day, as pipeline.vision.layout.KlineLayout names
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -47,12 +60,23 @@ LISTED_SCHEMA: dict[str, pl.DataType] = {
 a daily one."""
 
 FILES_SCHEMA: dict[str, pl.DataType] = {"kind": pl.String(), **LISTED_SCHEMA}
-"""Files to fetch: LISTED_SCHEMA with their kind (MONTHLY or DAILY)."""
+"""Files to fetch: LISTED_SCHEMA with their kind (MONTHLY or DAILY). A direct GET's file
+(a daily file not listed) has a null ETag and size: its answer's headers give them."""
 
 AVAILABLE_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
 """The available (date, symbol) of the availability dataset."""
 
 DROPS_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
+
+DAYS_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
+"""(symbol, day) pairs: the days a run GETs directly."""
+
+DIRECT_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "period": pl.Date(),
+    "key": pl.String(),
+}
+"""Daily files to GET without a listing: their symbol, day and key."""
 
 
 def month_start(day: dt.date) -> dt.date:
@@ -80,6 +104,14 @@ class VolumeInputs:
     lookback_start: dt.date
     repair: Repair | None = None
     """An audit: its symbols (None: all) have both folders relisted over its dates."""
+    lookback_days: int = 0
+    """`update.lookback_days`: each daily folder is listed one day in this many. 0: the
+    number of days from lookback_start through last_date."""
+
+    def __post_init__(self) -> None:
+        if self.lookback_days <= 0:
+            days = (self.last_date - self.lookback_start).days + 1
+            object.__setattr__(self, "lookback_days", max(days, 1))
 
     @classmethod
     def for_run(cls, config: Config) -> VolumeInputs:
@@ -88,7 +120,19 @@ class VolumeInputs:
             last_date=config.last_date,
             lookback_start=config.lookback_start,
             repair=config.repair,
+            lookback_days=config.lookback_days,
         )
+
+    @property
+    def relist_start(self) -> dt.date:
+        """The first day a listing day looks at: the lookback window and as many days before
+        it, so a day re-uploaded while in the window is still listed on the symbol's next
+        listing day (at most lookback_days - 1 days later)."""
+        return max(self.lookback_start - dt.timedelta(days=self.lookback_days), self.start_date)
+
+    def lists_daily_folder(self, symbol: str) -> bool:
+        """Whether this run is the symbol's listing day (`is_listing_day` of last_date)."""
+        return is_listing_day(symbol, self.last_date, self.lookback_days)
 
     def audits(self, symbol: str) -> bool:
         repair = self.repair
@@ -100,6 +144,13 @@ class VolumeInputs:
         first = month_start(self.repair.since or self.start_date)
         last = month_start(self.repair.until or self.last_date)
         return months_between(first, last)
+
+
+def is_listing_day(symbol: str, day: dt.date, every: int) -> bool:
+    """Whether a run whose newest day is `day` lists the symbol's daily folder: one day in
+    every `every`, each symbol on its own day (a stable hash of the name, the same in every
+    process, unlike Python's hash()), so the listings of a quiet day are spread evenly."""
+    return (zlib.crc32(symbol.encode("utf-8")) + day.toordinal()) % every == 0
 
 
 def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -123,7 +174,14 @@ class SymbolState:
     uncovered_months: frozenset[dt.date] = frozenset()
     """Months with an available day (availability dataset) that has no volume row."""
     recent_months: frozenset[dt.date] = frozenset()
-    """Months with an available day inside the lookback window."""
+    """Months with an available day inside the relisting window (`VolumeInputs.relist_start`)."""
+    old_uncovered_months: frozenset[dt.date] = frozenset()
+    """Months with an available day older than the lookback window that has no volume row."""
+
+    @property
+    def stored(self) -> bool:
+        """Whether the symbol has volume rows already (else it is new: its folders are listed)."""
+        return bool(self.monthly_months or self.daily_months)
 
 
 def symbol_states(
@@ -137,9 +195,7 @@ def symbol_states(
     `stored` has STORED_SCHEMA's columns, `available` AVAILABLE_SCHEMA's; available days after
     `inputs.last_date` are ignored.
     """
-    available = available.filter(
-        pl.col("date").is_between(inputs.start_date, inputs.last_date)
-    ).select("symbol", "date")
+    available = _in_dates(available, inputs)
     month = pl.col("date").dt.truncate("1mo").alias("month")
     kinds = (
         stored.select("symbol", month, monthly=is_monthly_source())
@@ -147,30 +203,31 @@ def symbol_states(
         .group_by("symbol", "monthly")
         .agg("month")
     )
-    uncovered = (
-        available.join(stored.select("symbol", "date"), on=["symbol", "date"], how="anti")
-        .select("symbol", month)
-        .unique()
-        .group_by("symbol")
-        .agg("month")
+    uncovered_days = available.join(
+        stored.select("symbol", "date"), on=["symbol", "date"], how="anti"
     )
-    recent = (
-        available.filter(pl.col("date") >= inputs.lookback_start)
-        .select("symbol", month)
-        .unique()
-        .group_by("symbol")
-        .agg("month")
-    )
+    by_month = {
+        "uncovered_months": uncovered_days,
+        "recent_months": available.filter(pl.col("date") >= inputs.relist_start),
+        "old_uncovered_months": uncovered_days.filter(pl.col("date") < inputs.lookback_start),
+    }
     found: dict[str, dict[str, frozenset[dt.date]]] = {s: {} for s in symbols}
     for symbol, monthly, months in kinds.iter_rows():
         found.setdefault(symbol, {})["monthly_months" if monthly else "daily_months"] = frozenset(
             months
         )
-    for name, frame in (("uncovered_months", uncovered), ("recent_months", recent)):
+    for name, days in by_month.items():
+        frame = days.select("symbol", month).unique().group_by("symbol").agg("month")
         for symbol, months in frame.iter_rows():
             if symbol in found:  # only symbols in scope or stored are planned
                 found[symbol][name] = frozenset(months)
     return {symbol: SymbolState(symbol, **fields) for symbol, fields in sorted(found.items())}
+
+
+def _in_dates(available: pl.DataFrame, inputs: VolumeInputs) -> pl.DataFrame:
+    return available.filter(pl.col("date").is_between(inputs.start_date, inputs.last_date)).select(
+        "symbol", "date"
+    )
 
 
 def is_monthly_source() -> pl.Expr:
@@ -196,17 +253,34 @@ def needs_monthly_listing(state: SymbolState, inputs: VolumeInputs) -> bool:
     )
 
 
+def lists_daily_folder(
+    state: SymbolState, monthly_months: Iterable[dt.date], inputs: VolumeInputs
+) -> bool:
+    """Whether the symbol's daily folder is listed this run (when it has days to list): on an
+    audit of it, for a new symbol, for one with an uncovered day older than the lookback
+    window (outside a month with a monthly file), else on its listing day only."""
+    return (
+        inputs.audits(state.symbol)
+        or not state.stored
+        or bool(state.old_uncovered_months - set(monthly_months))
+        or inputs.lists_daily_folder(state.symbol)
+    )
+
+
 def daily_windows(
     state: SymbolState,
     monthly_months: Iterable[dt.date],
     inputs: VolumeInputs,
 ) -> list[tuple[dt.date, dt.date]]:
-    """The day ranges of the symbol's daily folder to list, first to last day inclusive.
+    """The day ranges of the symbol's daily folder to list, first to last day inclusive; none
+    when the folder is not listed this run (`lists_daily_folder`).
 
     `monthly_months`: the months with a monthly file, stored or listed this run. One range per
     run of consecutive months wanted, clipped to the dataset's dates.
     """
     covered = set(monthly_months)
+    if not lists_daily_folder(state, covered, inputs):
+        return []
     wanted = set(state.uncovered_months | state.recent_months)
     if inputs.audits(state.symbol):
         wanted.update(inputs.audit_months())
@@ -220,6 +294,26 @@ def daily_windows(
         else:
             windows.append((first, last))
     return windows
+
+
+def direct_days(
+    stored: pl.DataFrame,
+    available: pl.DataFrame,
+    symbols: Collection[str],
+    inputs: VolumeInputs,
+) -> pl.DataFrame:
+    """The (symbol, day) pairs to GET without a listing (DAYS_SCHEMA), sorted: every available
+    day of the lookback window with no volume row, of `symbols` (those planned whose daily
+    folder this run does not list). Days of months with a monthly file are dropped by
+    `plan_fetches`, which knows the months listed this run."""
+    return (
+        _in_dates(available, inputs)
+        .filter(pl.col("date") >= inputs.lookback_start, pl.col("symbol").is_in(list(symbols)))
+        .join(stored.select("symbol", "date"), on=["symbol", "date"], how="anti")
+        .unique()
+        .sort("symbol", "date")
+        .cast(DAYS_SCHEMA)
+    )
 
 
 @dataclass(frozen=True)
@@ -245,12 +339,15 @@ def plan_fetches(
     monthly: pl.DataFrame,
     daily: pl.DataFrame,
     inputs: VolumeInputs,
+    direct: pl.DataFrame | None = None,
 ) -> FetchPlan:
     """The files to fetch and the stored rows they replace.
 
-    `stored`: STORED_SCHEMA; `monthly`, `daily`: what this run listed (LISTED_SCHEMA). Only
-    complete months and days within the dataset's dates count. A listed file that a stored row
-    has as its source, with the same ETag and size, is not fetched again.
+    `stored`: STORED_SCHEMA; `monthly`, `daily`: what this run listed (LISTED_SCHEMA);
+    `direct`: daily files to GET unlisted (DIRECT_SCHEMA, from `direct_days`). Only complete
+    months and days within the dataset's dates count. A listed file that a stored row has as
+    its source, with the same ETag and size, is not fetched again; a direct file of a month
+    with a monthly file (stored or listed) is not fetched.
     """
     first_month = month_start(inputs.start_date)
     monthly = monthly.filter(
@@ -270,10 +367,19 @@ def plan_fetches(
         ]
     )
     covered = pl.concat([stored_months, monthly.select("symbol", "period")]).unique()
+    uncovered = covered.rename({"period": "month"})
     daily = (
         daily.with_columns(month=pl.col("period").dt.truncate("1mo"))
-        .join(covered.rename({"period": "month"}), on=["symbol", "month"], how="anti")
+        .join(uncovered, on=["symbol", "month"], how="anti")
         .drop("month")
+    )
+    direct = pl.DataFrame(schema=DIRECT_SCHEMA) if direct is None else direct
+    direct = (
+        direct.filter(pl.col("period").is_between(inputs.start_date, inputs.last_date))
+        .with_columns(month=pl.col("period").dt.truncate("1mo"))
+        .join(uncovered, on=["symbol", "month"], how="anti")
+        .join(daily.select("symbol", "period"), on=["symbol", "period"], how="anti")
+        .select(*DIRECT_SCHEMA, etag=pl.lit(None, pl.String()), size=pl.lit(None, pl.Int64()))
     )
     sources = stored.select("symbol", key="source", etag="source_etag", size="source_size").unique()
     files = (
@@ -281,8 +387,10 @@ def plan_fetches(
             [
                 monthly.select(*LISTED_SCHEMA, kind=pl.lit(MONTHLY)),
                 daily.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
+                direct.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
             ]
         )
+        # A direct file's null ETag matches no stored source (nulls never join).
         .join(sources, on=["symbol", "key", "etag", "size"], how="anti")
         .sort("symbol", "kind", "period")
     )
