@@ -195,12 +195,12 @@ def test_a_make_command_during_dvc_repro_fails_at_once_on_dvcs_lock_and_changes_
     params.yaml back; the run goes on, unharmed. Two operator commands do not even get that far:
     the second fails on the checkout's operator lock, naming the first."""
     project = built.project.copy(tmp_path / "repo")
-    # Hold the run in its update: ETHUSDT's listing gets a 503 with Retry-After 1 s, every
-    # time, for up to 60 retries; clearing the knobs lets it go on within a second.
-    project.set_params({"probe": {"retries": 60}})
+    # Hold the run in its update: ETHUSDT's listing gets a 503 with Retry-After 3 s, every
+    # time, for up to 20 retries; clearing the knobs lets it go on within 3 s.
+    project.set_params({"probe": {"retries": 20}})
     project.commit("hold the run for up to 60 s")
     prefix = LAYOUT.symbol_prefix("ETHUSDT")
-    emulator.set_knobs(Knobs(retry_after_s=1, prefix_faults={prefix: "slowdown"}))
+    emulator.set_knobs(Knobs(retry_after_s=3, prefix_faults={prefix: "slowdown"}))
     running = e2e.start(project, "dvc", "repro")
     try:
         hold_until(lambda: slowdowns(emulator) > 0, running)  # the run is inside its update
