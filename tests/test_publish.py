@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -298,6 +300,53 @@ def test_dvc_get_by_release_tag_from_the_repository_url_over_http(published, tmp
         # The partitions came from the read remote over HTTP (DVC clones the repository from
         # its URL: neither config.local nor the publisher's cache is seen).
         assert len(published.store.objects_served()) - served >= len(expected)
+
+
+QUERIES = (
+    ("stats",),
+    ("snapshot", "2024-03-20"),
+    ("timeline", "BTCUSDT"),
+    ("gaps", "--symbol", "BTCUSDT"),
+    ("universe", "2024-04-01", "--top", "2", "--window", "7"),
+    ("panel", "--since", "2024-03-01", "--until", "2024-05-01", "--wide"),
+)
+
+
+def vision_query(cwd: Path, *args: str) -> str:
+    """The installed console script's JSON answer (exit 0, nothing on stderr)."""
+    command = [str(Path(sys.executable).parent / "vision-query"), *args, "--format", "json"]
+    result = consume(cwd, *command)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    return result.stdout
+
+
+def test_vision_query_on_a_dvc_get_outside_the_repository_answers_as_the_repository(
+    published, tmp_path
+):
+    """Done when: from an unrelated directory, with only the repository's file:// URL and the
+    HTTP-served remote, `dvc get` then `vision-query --dataset` give the repository's answers."""
+    outside = tmp_path / "outside"
+    url, tag = file_url(published.project), published.v2_tags[0]
+    for name in ("availability", "volume"):
+        got = consume(outside, "dvc", "get", url, f"data/{name}", "--rev", tag, "-o", name)
+        succeed(got)
+    assert not (outside / "params.yaml").exists() and not (outside / "dvc.lock").exists()
+    answers = {}
+    for question in QUERIES:
+        fetched = ("--dataset", "availability")
+        if question[0] in ("universe", "panel"):
+            fetched += ("--volume", "volume")
+        answers[question] = vision_query(outside, *question, *fetched)
+        assert answers[question] == vision_query(published.project.root, *question)
+    # Real answers, not two empty ones: the emulator's universe as of the second release.
+    stats = json.loads(answers[("stats",)])
+    assert (stats["symbols"], stats["last_date"]) == (3, "2024-05-01")
+    assert [row["symbol"] for row in json.loads(answers[("snapshot", "2024-03-20")])] == [
+        "ETHUSDT",
+        "OLDUSDT",
+    ]
+    universe = json.loads(answers[("universe", "2024-04-01", "--top", "2", "--window", "7")])
+    assert sorted(row["symbol"] for row in universe) == ["BTCUSDT", "ETHUSDT"]
 
 
 def test_dvc_import_by_tag_then_update_to_the_next_release(published, tmp_path):
