@@ -26,6 +26,7 @@ from pipeline.dataset.schema import empty
 from pipeline.query import cli
 from pipeline.symbols import is_delivery
 from tests import support
+from tests.query_support import answer, ask
 from tests.support import (
     LAYOUT,
     ONE_DAY,
@@ -68,18 +69,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     commit_dataset(frame(*ROWS), tmp_path / config.paths.dataset, config.dataset, previous=empty())
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def ask(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def answer(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code, out, err = ask(capsys, *argv)
-    assert (code, err) == (0, ""), err
-    return out
 
 
 def test_snapshot_lists_the_symbols_with_a_file_that_day(project, capsys):

@@ -21,6 +21,7 @@ from pipeline.query import cli
 from pipeline.query.output import render
 from pipeline.query.sources import DEFAULT_MAX_GAP_DAYS
 from tests import support
+from tests.query_support import answer, ask
 from tests.support import ROOT, commit_dataset, dates, frame, write_params
 from tests.test_query import MAX_GAP_DAYS, ROWS
 from tests.test_query_volume import klines, write_volume
@@ -56,18 +57,6 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = build_repo(tmp_path / "repo", spans={"max_gap_days": MAX_GAP_DAYS})
     monkeypatch.chdir(root)
     return root
-
-
-def ask(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def answer(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code, out, err = ask(capsys, *argv)
-    assert (code, err) == (0, ""), err
-    return out
 
 
 def test_the_default_max_gap_days_is_the_committed_one():

@@ -24,6 +24,7 @@ from pipeline.volume import store
 from pipeline.volume.schema import SCHEMA as VOLUME_SCHEMA
 from pipeline.volume.store import VolumeIdentity
 from tests import support
+from tests.query_support import answer, ask
 from tests.support import D, commit_dataset, dates, frame, write_params
 
 
@@ -101,18 +102,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_volume(VOLUME, tmp_path / config.paths.volume, config.dataset)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def ask(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def answer(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    code, out, err = ask(capsys, *argv)
-    assert (code, err) == (0, ""), err
-    return out
 
 
 def ask_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:

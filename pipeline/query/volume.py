@@ -16,23 +16,11 @@ from pipeline.config import DatasetConfig
 from pipeline.dataset.store import IDENTITY_FILE, StoreError
 from pipeline.dvc_lock import DVC_LOCK
 from pipeline.query import check_no_interrupted_commit
+from pipeline.volume.schema import KLINE_FIGURES
 from pipeline.volume.store import VolumeIdentity, volume_files
 
 Measure = Literal["quote_volume", "trades"]
 MEASURES: tuple[Measure, ...] = ("quote_volume", "trades")
-# The figures of a day's kline, as the panel and `volume SYMBOL` give them; the source columns
-# (key, ETag, size of the zip) are bookkeeping for the fetcher, not answers.
-KLINE_FIGURES = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
 UNIVERSE_COLUMNS = ("rank", "symbol", "volume", "days_listed")
 
 

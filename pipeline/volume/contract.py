@@ -15,7 +15,7 @@ import datetime as dt
 import polars as pl
 
 from pipeline.vision.layout import KlineLayout
-from pipeline.volume.schema import KEY, SCHEMA
+from pipeline.volume.schema import KEY, KLINE_FIGURES, SCHEMA
 
 ZIP = ".zip"
 ONE_DAY = dt.timedelta(days=1)
@@ -134,20 +134,7 @@ def impossible_klines(volume: pl.LazyFrame) -> pl.LazyFrame:
     bad = (
         (pl.col("high") < pl.max_horizontal(price))
         | (pl.col("low") > pl.min_horizontal(price))
-        | pl.any_horizontal(
-            pl.col(
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-                "quote_volume",
-                "trades",
-                "taker_buy_volume",
-                "taker_buy_quote_volume",
-            )
-            < 0
-        )
+        | pl.any_horizontal(pl.col(KLINE_FIGURES) < 0)
         | (pl.col("taker_buy_volume") > pl.col("volume"))
         | (pl.col("taker_buy_quote_volume") > pl.col("quote_volume"))
         | (pl.col("source_size") <= 0)

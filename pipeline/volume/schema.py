@@ -22,6 +22,8 @@ KLINE_COLUMNS: dict[str, pl.DataType] = {
     "taker_buy_quote_volume": pl.Float64(),
 }
 """What the kline parser (pipeline.volume.klines) gives for one file: one row per UTC day."""
+KLINE_FIGURES: tuple[str, ...] = tuple(name for name in KLINE_COLUMNS if name != "date")
+"""A day's kline figures: prices, volumes and the trade count."""
 
 SOURCE_COLUMNS: dict[str, pl.DataType] = {
     "source": pl.String(),
