@@ -203,12 +203,7 @@ def check_answer(listed: ListedFile, answer: ObjectAnswer) -> None:
             f"{key}: HTTP {answer.status} from {answer.url}; it was listed "
             "(removed since? check vision.download_url and any proxy in front of it)"
         )
-    content_type = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type == "text/html":
-        raise VerificationError(
-            f"{key}: HTTP 200 with an HTML page, not the file, from {answer.url}; "
-            "check vision.download_url and any proxy in front of it"
-        )
+    _refuse_html_page(key, answer)
     length = _content_length(answer)
     if length is not None and length != str(listed.size):
         raise VerificationError(f"{key}: Content-Length {length} != listed size {listed.size}")
@@ -228,12 +223,7 @@ def announced_file(key: str, answer: ObjectAnswer) -> ListedFile:
             f"{key}: HTTP {answer.status} from {answer.url}, not the file nor S3's NoSuchKey "
             "(check vision.download_url and any proxy in front of it)"
         )
-    content_type = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type == "text/html":
-        raise VerificationError(
-            f"{key}: HTTP 200 with an HTML page, not the file, from {answer.url}; "
-            "check vision.download_url and any proxy in front of it"
-        )
+    _refuse_html_page(key, answer)
     encoding = answer.headers.get("Content-Encoding")
     if encoding is not None:
         raise VerificationError(
@@ -250,6 +240,16 @@ def announced_file(key: str, answer: ObjectAnswer) -> ListedFile:
     announced = ListedFile(key=key, size=int(length), etag=bare_etag(etag))
     _check_etag_format(announced)
     return announced
+
+
+def _refuse_html_page(key: str, answer: ObjectAnswer) -> None:
+    """A 200 carrying an HTML page is a proxy's or a portal's answer, never a zip."""
+    content_type = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type == "text/html":
+        raise VerificationError(
+            f"{key}: HTTP 200 with an HTML page, not the file, from {answer.url}; "
+            "check vision.download_url and any proxy in front of it"
+        )
 
 
 def _content_length(answer: ObjectAnswer) -> str | None:
