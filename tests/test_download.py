@@ -16,6 +16,7 @@ import responses
 from polars.testing import assert_frame_equal
 
 from devtools.emulator import klines as emulated_klines
+from devtools.emulator import server as emulator_server
 from devtools.emulator.universe import KlineRow, Universe
 from pipeline.vision.client import ObjectAnswer, VisionClient
 from pipeline.vision.download import (
@@ -561,3 +562,32 @@ def test_a_checksum_names_a_non_ascii_file_in_utf8():
     digest = "ab" * 32
     body = f"{digest}  {name}\n".encode()
     assert parse_checksum(f"data/{name}.CHECKSUM", body, name) == digest
+
+
+@responses.activate
+def test_an_emulated_multipart_file_with_a_corrupted_body_is_caught_by_its_checksum():
+    """The emulator's corrupt_body fault (same size, other bytes) on a monthly file uploaded in
+    two parts: no MD5 to compare, so the .CHECKSUM's SHA-256 refuses it, naming the file, after
+    a second GET; nothing is returned. (The emulator's prefix faults also hit the .CHECKSUM,
+    whose key extends the zip's, so its fault is applied here to the zip's bytes alone.)"""
+    symbol = multipart_symbol("2021-12")
+    universe = Universe(today=dt.date(2022, 2, 20), specs={})
+    universe = universe.with_symbol(symbol, [(dt.date(2021, 11, 15), dt.date(2022, 2, 10))])
+    universe = universe.prepare()
+    key = KLINES.monthly_key(symbol, dt.date(2021, 12, 1))
+    meta, body = universe.meta(key), universe.body(key)
+    file = ListedFile(key=key, size=meta.size, etag=meta.etag)
+    assert file.multipart
+    corrupted = emulator_server._corrupted(body)
+    assert len(corrupted) == len(body) and corrupted != body
+    headers = {"ETag": f'"{meta.etag}"', "Content-Length": str(meta.size)}
+    responses.get(f"{DOWNLOAD}/{key}", body=corrupted, headers=headers, **ZIP)
+    responses.get(f"{DOWNLOAD}/{checksum_key(key)}", body=universe.body(checksum_key(key)))
+    fetcher = downloader()
+    message = refused(fetcher, file, VerificationError)
+    sha = hashlib.sha256(corrupted).hexdigest()
+    expected = hashlib.sha256(body).hexdigest()
+    assert message == f"{key}: sha256 {sha} != CHECKSUM {expected} (on a second GET too)"
+    assert urls() == [f"{DOWNLOAD}/{key}", f"{DOWNLOAD}/{checksum_key(key)}"] * 2
+    counts = fetcher.counts
+    assert (counts.files, counts.file_gets, counts.checksum_gets, counts.refetches) == (0, 2, 2, 1)

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import pytest
 from devtools.emulator import Emulator, Knobs, Universe
 from devtools.scratch import ScratchProject
 from pipeline.volume.planner import is_listing_day
-from pipeline.volume.schema import SCHEMA
+from pipeline.volume.schema import KLINE_FIGURES, SCHEMA
 from tests import e2e_support as e2e
 from tests.e2e_support import AS_OF, NEXT_DAY, ONE_DAY, START
 
@@ -312,3 +313,71 @@ def test_a_reupload_inside_the_window_is_fetched_on_its_symbols_listing_day(late
     assert stored_etag() != old
     assert volume(later).equals(truth(reuploaded.with_today(day), day))
     assert key in {s for s, _ in sources(volume(later))}
+
+
+def vision_query(project: ScratchProject, *args: str) -> list[dict[str, Any]]:
+    """The installed console script's JSON answer in `project` (exit 0, nothing on stderr)."""
+    command = [str(Path(sys.executable).parent / "vision-query"), *args, "--format", "json"]
+    result = project.run(*command, check=False)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    return json.loads(result.stdout)
+
+
+def ranked_by_truth(
+    universe: Universe, day: dt.date, *, top: int, window: int, by: str, min_listed_days: int
+) -> list[dict[str, Any]]:
+    """The universe on `day` computed from the emulator's ground truth alone: the symbols with
+    a file on `day`, listed at least `min_listed_days` days before it, by their mean daily `by`
+    over the `window` days before `day` (a day without a kline counts 0; none at all: left
+    out), ties by name."""
+    candidates = []
+    for symbol in e2e.perpetual(universe):
+        dates = universe.available_dates(symbol)
+        listed = sum(START <= d < day for d in dates)
+        rows = universe.kline_rows(symbol, day - dt.timedelta(days=window), day - ONE_DAY)
+        if day in dates and listed >= min_listed_days and rows:
+            figure = sum(getattr(row, by) for row in rows) / window
+            candidates.append((-figure, symbol, listed))
+    return [
+        {"rank": rank, "symbol": symbol, "volume": -negative, "days_listed": listed}
+        for rank, (negative, symbol, listed) in enumerate(sorted(candidates)[:top], start=1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("day", "options"),
+    [
+        # BTCUSDT has no file (nor kline) on 05-20: a day of 0 in its window.
+        ("2024-05-21", {"top": 4, "window": 7, "by": "quote_volume", "min_listed_days": 0}),
+        ("2024-06-08", {"top": 10, "window": 1, "by": "trades", "min_listed_days": 0}),
+        # OLDUSDT (listed 2022-03-01) is short of 400 days listed; its monthly files' rows.
+        ("2023-02-15", {"top": 10, "window": 30, "by": "quote_volume", "min_listed_days": 400}),
+        ("2023-02-15", {"top": 1, "window": 30, "by": "quote_volume", "min_listed_days": 0}),
+    ],
+)
+def test_vision_query_universe_and_volume_answer_the_ground_truth_after_dvc_repro(
+    caught_up, day, options
+):
+    universe, on = bucket(CAUGHT_UP), dt.date.fromisoformat(day)
+    expected = ranked_by_truth(universe, on, **options)
+    assert expected  # the case ranks something
+    arguments = [
+        text
+        for name, value in options.items()
+        for text in (f"--{name.replace('_', '-')}", str(value))
+    ]
+    found = vision_query(caught_up, "universe", day, *arguments)
+    assert [{**row, "volume": pytest.approx(row["volume"])} for row in expected] == found
+
+    for symbol in ("BTCUSDT", "OLDUSDT"):
+        rows = universe.kline_rows(symbol, START, CAUGHT_UP - ONE_DAY)
+        columns = ("date", "symbol", *KLINE_FIGURES, "source")
+        truth_rows = [
+            {name: getattr(row, name) for name in columns} | {"date": row.date.isoformat()}
+            for row in rows
+        ]
+        assert vision_query(caught_up, "volume", symbol) == truth_rows
+    since = vision_query(caught_up, "volume", "BTCUSDT", "--since", day)
+    assert [row["date"] for row in since] == [
+        row.date.isoformat() for row in universe.kline_rows("BTCUSDT", on, CAUGHT_UP - ONE_DAY)
+    ]
