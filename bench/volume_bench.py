@@ -32,7 +32,7 @@ from devtools.emulator import Universe
 from devtools.emulator.klines import is_multipart
 from pipeline.symbols import is_delivery
 from pipeline.vision.client import VisionClient
-from pipeline.vision.download import ChecksumPolicy, Downloader, ListedFile
+from pipeline.vision.download import Downloader, ListedFile
 from pipeline.vision.layout import KlineLayout
 from pipeline.vision.listing import PAGE_SIZE
 
@@ -190,7 +190,7 @@ def checksum_policy_costs(
         with VisionClient(
             listing_url, timeout_s=20, retries=5, backoff_s=0.5, pool_size=workers
         ) as client:
-            downloader = Downloader(client, download_url, checksums=_policy(policy))
+            downloader = Downloader(client, download_url, checksums=policy)
             started = time.monotonic()
             with ThreadPoolExecutor(workers) as pool:
                 fetched = sum(len(body) > 0 for body in pool.map(downloader.fetch, sample))
@@ -198,10 +198,6 @@ def checksum_policy_costs(
             assert fetched == len(sample)
             costs.append(PolicyCost(policy, len(sample), client.requests, wall))
     return costs
-
-
-def _policy(name: str) -> ChecksumPolicy:
-    return "always" if name == "always" else "multipart"
 
 
 def _sample(universe: Universe, files: int) -> Iterator[ListedFile]:

@@ -31,6 +31,8 @@ DATA_TYPES = (
 KLINE_DATA_TYPES = ("klines", "indexPriceKlines", "markPriceKlines", "premiumIndexKlines")
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 CONTRACTS = ("perpetual", "all")
+# When the volume stage fetches a zip's .CHECKSUM too (pipeline.vision.download).
+CHECKSUM_POLICIES = ("multipart", "always")
 # Binance Vision's daily futures files begin on this day; nothing earlier can exist.
 EARLIEST_START = dt.date(2019, 9, 25)
 
@@ -97,6 +99,9 @@ class SpansConfig:
 class VolumeConfig:
     workers: int
     """Concurrent downloads of 1d kline files: each is one small GET, so latency bounds them."""
+    checksums: str
+    """When a zip's .CHECKSUM is fetched too: for multipart ETags only (an MD5 checks the
+    others), or always (twice the GETs)."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +276,10 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
             max_share=reader.number("update.max_removed_share", minimum=0.0, maximum=1.0),
             allowed=reader.flag("run.allow_removals"),
         ),
-        volume=VolumeConfig(workers=reader.integer("volume.workers", minimum=1, maximum=512)),
+        volume=VolumeConfig(
+            workers=reader.integer("volume.workers", minimum=1, maximum=512),
+            checksums=reader.choice("volume.checksums", CHECKSUM_POLICIES),
+        ),
         repair=_repair(reader, dataset.start_date, as_of),
     )
     # The known keys are the ones read above, so a param added there is known here.

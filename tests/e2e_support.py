@@ -12,7 +12,10 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +259,30 @@ def start(project: ScratchProject, *command: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def kill_repro_once(
+    project: ScratchProject, folder: Path, pattern: str, count: int = 1, *, within_s: float = 120
+) -> None:
+    """Run `dvc repro` in `project` and SIGKILL it, stage and all, as soon as `folder` holds
+    `count` files matching `pattern` (a checkpoint): a kill at a known point of the run."""
+    repro = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: DVC and the stage die together
+    )
+    deadline = time.monotonic() + within_s
+    try:
+        while len(list(folder.glob(pattern))) < count:
+            assert repro.poll() is None, "dvc repro ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+    finally:
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait()
 
 
 # --- the session's project ------------------------------------------------------------------

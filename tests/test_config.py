@@ -62,6 +62,7 @@ def test_config_is_frozen():
         ("dataset.market", "spot", "dataset.market must be one of um, cm (got 'spot')"),
         ("dataset.data_type", "candles", "dataset.data_type must be one of"),
         ("dataset.contracts", "delivery", "dataset.contracts must be one of perpetual, all"),
+        ("volume.checksums", "sometimes", "volume.checksums must be one of multipart, always"),
         ("dataset.start_date", "2019-02-30", "dataset.start_date must be a date like 2019-09-25"),
         ("dataset.start_date", "2018-01-01", "dataset.start_date must be on or after 2019-09-25"),
         ("run.as_of", "2019-09-25", "dataset.start_date must be before run.as_of (2019-09-25)"),

@@ -6,10 +6,6 @@ its own served by the session's emulator.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -17,6 +13,7 @@ import pytest
 
 from devtools.emulator import Knobs, Universe
 from devtools.scratch import ScratchProject
+from tests import e2e_support as e2e
 from tests.e2e_support import AS_OF, LAYOUT, assert_matches_universe
 
 pytestmark = pytest.mark.e2e
@@ -44,24 +41,8 @@ def project(tmp_path, built, emulator) -> ScratchProject:
 
 def kill_once_checkpointed(project: ScratchProject, symbols: int) -> set[str]:
     """Run `dvc repro`, SIGKILL it (and its stage) once `symbols` are checkpointed."""
-    repro = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     folder = project.root / CHECKPOINT
-    deadline = time.monotonic() + 60
-    try:
-        while len(list(folder.glob("*.parquet"))) < symbols:
-            assert repro.poll() is None, "dvc repro ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-    finally:
-        os.killpg(repro.pid, signal.SIGKILL)
-        repro.wait()
+    e2e.kill_repro_once(project, folder, "*.parquet", symbols, within_s=60)
     return {unquote(path.stem) for path in folder.glob("*.parquet")}
 
 

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -215,24 +211,8 @@ def test_a_killed_volume_run_resumes_without_downloading_checkpointed_files(proj
     project.set_params({"run": {"as_of": NEXT_DAY.isoformat()}, "volume": {"workers": 2}})
     project.run("dvc", "repro", "update")  # everything before the volume stage, quickly
     emulator.set_knobs(Knobs(latency_ms=100))
-    repro = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     folder = project.root / CHECKPOINT
-    deadline = time.monotonic() + 120
-    try:
-        while not list(folder.glob("batch-*.parquet")):
-            assert repro.poll() is None, "dvc repro ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-    finally:
-        os.killpg(repro.pid, signal.SIGKILL)
-        repro.wait()
+    e2e.kill_repro_once(project, folder, "batch-*.parquet")
     saved = sources(pl.read_parquet(folder / "batch-*.parquet"))
     assert saved
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline import dvc_lock
 from pipeline.arguments import iso_date, positive_int, symbol_list
 from pipeline.config import Config, load_config, parse_config, refuse_yaml_dates
 from pipeline.dataset.commit import finish_interrupted_commit
@@ -229,15 +230,13 @@ def recorded_stages(lock: Path = DVC_LOCK, stages_file: Path = DVC_YAML) -> list
     A bare `dvc pull` warns "No file hash info found" for every output of every other stage:
     in a fresh clone before its first run (no dvc.lock), or after a first run killed midway.
     """
-    if not lock.exists():
+    recorded = dvc_lock.recorded_stages(lock)
+    if not recorded:
         return []
     try:
-        recorded = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
         declared = (yaml.safe_load(stages_file.read_text(encoding="utf-8")) or {})["stages"]
-    except (yaml.YAMLError, KeyError, AttributeError):
-        raise PipelineError(
-            f"{lock} or {stages_file} is not DVC's YAML: resolve it (`git checkout {lock}`)"
-        ) from None
+    except (yaml.YAMLError, KeyError, TypeError):
+        raise PipelineError(f"{stages_file} is not DVC's YAML: resolve it") from None
     return [name for name in declared if name in recorded]
 
 

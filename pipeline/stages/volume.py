@@ -212,7 +212,7 @@ def run(config: Config) -> None:
         direct = direct_files(direct_days(stored, available, unlisted, inputs), layout)
         plan = plan_fetches(stored, listed.monthly, listed.daily, inputs, direct)
         fetched = download(
-            Downloader(client, config.vision.download_url),
+            Downloader(client, config.vision.download_url, checksums=config.volume.checksums),
             plan.files,
             workers=workers,
             resumed=checkpoint.load(),

@@ -25,18 +25,18 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TypeVar
 from urllib.parse import quote
 
+from pipeline.config import CHECKSUM_POLICIES
 from pipeline.errors import PipelineError
 from pipeline.vision.client import ObjectAnswer, VisionClient, VisionError
 from pipeline.vision.layout import checksum_key, file_name
 from pipeline.vision.listing import s3_error_code
 
-ChecksumPolicy = Literal["multipart", "always"]
-CHECKSUM_POLICIES: tuple[str, ...] = get_args(ChecksumPolicy)
-
+_T = TypeVar("_T")
 _SINGLE_PART_ETAG = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[1-9][0-9]*")
 # "<sha256 hex>  <file name>", as sha256sum writes it ("*" before the name: binary mode).
@@ -106,7 +106,7 @@ class Downloader:
     """
 
     def __init__(
-        self, client: VisionClient, download_url: str, *, checksums: ChecksumPolicy = "multipart"
+        self, client: VisionClient, download_url: str, *, checksums: str = "multipart"
     ) -> None:
         if checksums not in CHECKSUM_POLICIES:
             raise ValueError(f"checksums must be one of {CHECKSUM_POLICIES}, not {checksums!r}")
@@ -122,34 +122,32 @@ class Downloader:
     def fetch(self, listed: ListedFile) -> bytes:
         """The file's bytes, verified (module docstring); raises DownloadError otherwise."""
         _check_etag_format(listed)
-        try:
-            body = self._fetch_verified(listed)
-        except VerificationError as first:
-            self._count(refetches=1)
-            try:
-                body = self._fetch_verified(listed)
-            except VerificationError as second:
-                raise VerificationError(_twice(listed.key, first, second)) from None
+        body = self._twice(listed.key, lambda: self._fetch_verified(listed))
         self._count(files=1, bytes=len(body), multipart=int(listed.multipart))
         return body
 
     def fetch_unlisted(self, key: str) -> UnlistedFile | None:
         """The file at `key`, verified against its answer's headers (module docstring); None
         when S3 answers 404 NoSuchKey. Raises DownloadError otherwise."""
-        try:
-            found = self._fetch_unlisted(key)
-        except VerificationError as first:
-            self._count(refetches=1)
-            try:
-                found = self._fetch_unlisted(key)
-            except VerificationError as second:
-                raise VerificationError(_twice(key, first, second)) from None
+        found = self._twice(key, lambda: self._fetch_unlisted(key))
         if found is None:
             self._count(not_found=1)
             return None
         multipart = _MULTIPART_ETAG.fullmatch(found.etag) is not None
         self._count(files=1, bytes=len(found.body), multipart=int(multipart))
         return found
+
+    def _twice(self, key: str, fetch: Callable[[], _T]) -> _T:
+        """`fetch`, and once more if what came failed verification: a transfer can be damaged
+        on the way; a second failure is the file's, and an error naming it."""
+        try:
+            return fetch()
+        except VerificationError as first:
+            self._count(refetches=1)
+            try:
+                return fetch()
+            except VerificationError as second:
+                raise VerificationError(_twice(key, first, second)) from None
 
     def _fetch_unlisted(self, key: str) -> UnlistedFile | None:
         answer = self._get(key)
