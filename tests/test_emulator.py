@@ -346,7 +346,8 @@ def test_full_scale_universe_pages_without_materialising_keys() -> None:
     elapsed = time.perf_counter() - started
     assert len(page.keys) == 1000 and page.is_truncated
     assert page.keys[0][0] == zip_key("BTCUSDT", "2021-01-01") + ".CHECKSUM"
-    assert elapsed < 0.2  # ~2 ms on a laptop; generous for loaded CI machines
+    # ~2 ms on a laptop; materialising the 2M keys would take seconds. Room for loaded machines.
+    assert elapsed < 2
 
 
 # --- generator ------------------------------------------------------------------------------
