@@ -8,8 +8,10 @@ row); the full-history audit
 and with injected re-uploads and removals; the next day with no new symbol;
 the next day with three new symbols; `dvc repro` again with nothing new; and the
 predecessor's way of probing the daily window (one HEAD per symbol and day, 150 threads);
-and a day's volume update (the next day's `dvc repro update`, then the volume stage alone,
-measured). The availability rows count the requests outside the 1d folders, the volume rows
+a day's volume update (the next day's `dvc repro update`, then the volume stage alone,
+measured); and, in the first run only, the volume stage on the days of a month's turn (that
+project carried forward a day at a time, no new symbol: the requests are the same every run).
+The availability rows count the requests outside the 1d folders, the volume rows
 those inside (bench/volume_bench.py defines the volume minimum). Each row runs three times and
 the table shows medians. The emulator runs in a process of its own, so its CPU is not the
 pipeline's. Figures are whole-process figures on this machine.
@@ -66,7 +68,9 @@ from pipeline.symbols import is_delivery  # noqa: E402
 from pipeline.vision.layout import Layout  # noqa: E402
 from pipeline.vision.listing import PAGE_SIZE  # noqa: E402
 
-TODAY = dt.date(2026, 11, 29)
+# The day before a month's last: the daily rows run on the month's last day, then the month's
+# turn follows (MONTH_TURN_DAYS), all in the past, as the pipeline refuses a future as_of.
+TODAY = dt.date(2026, 10, 30)
 START = dt.date(2019, 9, 25)
 LOOKBACK_DAYS = 20
 BASELINE_THREADS = 150
@@ -86,6 +90,7 @@ VOLUME_DAILY = "Volume, daily update"
 VOLUME_WORKERS = 64  # params.yaml's volume.workers, for the .CHECKSUM policy sample
 CHECKSUM_SAMPLE_FILES = 2000
 DEFAULT_OUT = REPO / "bench" / "results.json"
+MONTH_TURN_DAYS = 5  # as_of 11-01 to 11-05: October's monthly files come out on 11-01 to 11-03
 VOLUME_BACKFILL_GOAL_S = 120.0  # issue 14: the full-scale volume backfill in 2 minutes
 DAILY_TARGET_PER_SYMBOL = 1.05  # issue 14: a day's volume costs at most symbols x 1.05
 
@@ -104,6 +109,22 @@ class Figures:
     @property
     def ratio(self) -> float:
         return self.requests / self.minimal if self.minimal else float("nan")
+
+
+@dataclass(frozen=True)
+class DayCost:
+    """The volume stage's requests on one day of a month's turn."""
+
+    as_of: str
+    symbols: int
+    requests: int
+    minimum: int
+    monthly_folders_listed: int
+    files_fetched: int
+
+    @property
+    def per_symbol(self) -> float:
+        return self.requests / self.symbols
 
 
 @dataclass(frozen=True)
@@ -134,7 +155,7 @@ def main() -> int:
     availability, volume = args.only != "volume", args.only != "availability"
 
     universe = generate_universe(load_reference(), today=TODAY, n_symbols=args.symbols, seed=1)
-    next_day = quiet_next_day(universe)
+    next_day = quiet_day(universe, TODAY + ONE_DAY)
     with_new = next_day
     for name, days in NEW_SYMBOLS.items():
         with_new = with_new.with_symbol(name, [(TODAY - dt.timedelta(days=days), None)])
@@ -145,6 +166,7 @@ def main() -> int:
     volume_rows: dict[str, list[VolumeFigures]] = {}
     extras: dict[str, list[float]] = {"dvc_overhead_s": [], "snapshot_ms": [], "timeline_ms": []}
     inside: dict[str, list[float]] = {}  # the volume stage's part of the availability rows
+    month_turn: list[DayCost] = []
     with (
         tempfile.TemporaryDirectory(prefix="vision-bench-") as tmp,
         EmulatorProcess(universe, Knobs(latency_ms=args.latency_ms)) as emulator,
@@ -195,6 +217,8 @@ def main() -> int:
                 volume_rows.setdefault(VOLUME_DAILY, []).append(
                     volume_figures(daily, measured, volume_daily)
                 )
+                if run == 0:
+                    month_turn = month_turn_costs(universe, daily, emulator)
         policies = []
         if volume:
             emulator.set_universe(universe)
@@ -208,7 +232,7 @@ def main() -> int:
     if not availability:
         rows = {}
     out = args.out or (DEFAULT_OUT if args.only is None else None)
-    report(rows, volume_rows, extras, inside, policies, volume_backfill, args, out)
+    report(rows, volume_rows, extras, inside, policies, month_turn, volume_backfill, args, out)
     return 0
 
 
@@ -293,13 +317,43 @@ def inject_changes(universe: Universe) -> tuple[Universe, set[tuple[dt.date, str
     return universe, injected
 
 
-def quiet_next_day(universe: Universe) -> Universe:
-    """The next day without the listings the generated universe has on it (about one a day):
-    the daily-update row is the day with no new symbol."""
-    tomorrow = universe.with_today(universe.today + ONE_DAY)
-    listed_overnight = set(tomorrow.symbols) - set(universe.symbols)
-    specs = {name: spec for name, spec in tomorrow.specs.items() if name not in listed_overnight}
-    return replace(tomorrow, specs=specs)
+def quiet_day(universe: Universe, today: dt.date) -> Universe:
+    """The universe on a later day without the symbols listed since (about one a day): the
+    daily rows are days with no new symbol."""
+    later = universe.with_today(today)
+    listed_since = set(later.symbols) - set(universe.symbols)
+    specs = {name: spec for name, spec in later.specs.items() if name not in listed_since}
+    return replace(later, specs=specs)
+
+
+def month_turn_costs(
+    universe: Universe, project: ScratchProject, emulator: EmulatorProcess
+) -> list[DayCost]:
+    """The volume stage's requests on each of MONTH_TURN_DAYS days from the first of the next
+    month on, `project` (run on TODAY + 1) carried forward a day at a time."""
+    costs = []
+    before = quiet_day(universe, TODAY + ONE_DAY)
+    for offset in range(2, 2 + MONTH_TURN_DAYS):
+        day = quiet_day(universe, TODAY + offset * ONE_DAY)
+        emulator.set_universe(day)
+        project.set_params({"run": {"as_of": day.today.isoformat()}})
+        ran = project.run(*REPRO_AVAILABILITY, check=False)
+        if ran.returncode != 0:
+            raise SystemExit(f"{day.today}: {ran.stderr}")
+        measured = measure(project, emulator, REPRO_VOLUME)
+        metrics = json.loads(project.read("metrics/volume.json"))
+        costs.append(
+            DayCost(
+                as_of=day.today.isoformat(),
+                symbols=symbol_count(project),
+                requests=measured.requests(volume=True),
+                minimum=daily_minimum(before, day, START).total,
+                monthly_folders_listed=metrics["monthly_folders_listed"],
+                files_fetched=metrics["files_fetched"],
+            )
+        )
+        before = day
+    return costs
 
 
 def measure(
@@ -476,6 +530,7 @@ def report(
     extras: dict[str, list[float]],
     inside: dict[str, list[float]],
     policies: list[PolicyCost],
+    month_turn: list[DayCost],
     volume_backfill: Minimum,
     args: argparse.Namespace,
     out: Path | None,
@@ -493,7 +548,7 @@ def report(
         summary.update(availability_summary(medians, extras))
         lines += availability_notes(summary)
     if volume_medians:
-        notes, figures = volume_notes(volume_medians, inside, policies, volume_backfill)
+        notes, figures = volume_notes(volume_medians, inside, policies, month_turn, volume_backfill)
         summary.update(figures)
         lines += notes
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -513,6 +568,9 @@ def report(
                     label: {**asdict(f), "ratio": f.ratio} for label, f in volume_medians.items()
                 },
                 "volume_minimum": {**asdict(volume_backfill), "total": volume_backfill.total},
+                "volume_month_turn": [
+                    {**asdict(day), "per_symbol": day.per_symbol} for day in month_turn
+                ],
                 "summary": summary,
                 "runs": args.runs,
                 "latency_ms": args.latency_ms,
@@ -588,6 +646,7 @@ def volume_notes(
     medians: dict[str, VolumeFigures],
     inside: dict[str, list[float]],
     policies: list[PolicyCost],
+    month_turn: list[DayCost],
     minimum: Minimum,
 ) -> tuple[list[str], dict[str, float]]:
     """The volume rows' notes, and their figures for results.json."""
@@ -626,6 +685,20 @@ def volume_notes(
                 )
                 if key in inside
             )
+        )
+    if month_turn:
+        figures["volume_month_turn_mean_per_symbol"] = statistics.mean(
+            day.per_symbol for day in month_turn
+        )
+        lines.append(
+            "- the turn of a month, a day at a time (no new symbol; the month's files come out "
+            "over its first three days): "
+            + ", ".join(
+                f"{day.as_of} {day.requests:,} requests = {day.per_symbol:.2f} per symbol "
+                f"({day.monthly_folders_listed} monthly folders listed, minimum {day.minimum:,})"
+                for day in month_turn
+            )
+            + f"; mean {figures['volume_month_turn_mean_per_symbol']:.2f} per symbol"
         )
     if len(policies) == 2:
         multipart, always = policies

@@ -118,9 +118,28 @@ def test_a_complete_month_of_daily_rows_makes_its_monthly_file_due():
         *from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-31")),
         *from_daily("BTCUSDT", dates("2024-02-01", "2024-02-29")),
     ]
-    state = symbol_states(stored(*rows), available("BTCUSDT", []), [], INPUTS)["BTCUSDT"]
+    inputs = VolumeInputs(D("2024-01-01"), D("2024-03-03"), D("2024-02-28"))
+    state = symbol_states(stored(*rows), available("BTCUSDT", []), [], inputs)["BTCUSDT"]
     assert state.daily_months == {FEB}
-    assert needs_monthly_listing(state, INPUTS)
+    assert needs_monthly_listing(state, inputs)
+
+
+def test_a_due_month_is_asked_about_daily_while_newest_then_on_the_listing_day_only():
+    # OLDUSDT stopped trading on 2024-02-29 and February's file never came: asked every day
+    # while February is the newest complete month, then on its listing day only (every 5 days).
+    rows = [
+        *from_monthly("OLDUSDT", JAN, dates("2024-01-01", "2024-01-31")),
+        *from_daily("OLDUSDT", dates("2024-02-01", "2024-02-29")),
+    ]
+    asked = []
+    for last in dates("2024-03-25", "2024-04-20"):
+        inputs = VolumeInputs(D("2024-01-01"), last, last - dt.timedelta(days=4))
+        state = symbol_states(stored(*rows), available("OLDUSDT", []), [], inputs)["OLDUSDT"]
+        if needs_monthly_listing(state, inputs):
+            asked.append(last)
+    daily = dates("2024-03-25", "2024-03-30")  # March is complete on 03-31
+    later = [day for day in dates("2024-03-31", "2024-04-20") if is_listing_day("OLDUSDT", day, 5)]
+    assert asked == daily + later and len(later) == 4
 
 
 def test_a_month_before_the_newest_monthly_file_is_not_asked_about_again():

@@ -6,7 +6,8 @@ days after the newest monthly file come from daily files. What exists comes from
 
 - the monthly folder is listed only when it can hold news: a symbol with no volume yet, a
   complete month after the newest stored monthly file that holds available days or daily-sourced
-  rows (its monthly file is due), or a one-off repair (`run.repair`: an audit relists all);
+  rows (its monthly file is due: every day while it is the newest complete month, then on the
+  symbol's listing day only), or a one-off repair (`run.repair`: an audit relists all);
 - the daily folder is listed, from the first day of a month (start-after) to the month's end,
   for months without a monthly file that hold an available day (of the availability dataset)
   with no volume row yet, or an available day of the relisting window (late or re-uploaded
@@ -240,17 +241,25 @@ def needs_monthly_listing(state: SymbolState, inputs: VolumeInputs) -> bool:
 
     A complete month after the newest stored monthly file, holding available days or daily
     rows, is due a monthly file; a month before it that never got one is covered by daily files
-    and not asked about again (an audit relists it).
+    and not asked about again (an audit relists it). A due month is asked about every day while
+    it is the newest complete month (its file is out within days), later only on the symbol's
+    listing day.
     """
     if inputs.audits(state.symbol):
         return True
     complete = last_complete_month(inputs.last_date)
     newest = max(state.monthly_months, default=None)
-    due = state.uncovered_months | state.daily_months
-    return any(
-        month_start(inputs.start_date) <= month <= complete and (newest is None or month > newest)
-        for month in due
-    )
+    due = [
+        month
+        for month in state.uncovered_months | state.daily_months
+        if month_start(inputs.start_date) <= month <= complete
+        and (newest is None or month > newest)
+    ]
+    if not due:
+        return False
+    # Daily while the newest complete month's file can be on its way; for an older month only
+    # (one Binance did not publish, say) on the symbol's listing day, not every day for good.
+    return max(due) == complete or not state.stored or inputs.lists_daily_folder(state.symbol)
 
 
 def lists_daily_folder(
