@@ -142,6 +142,19 @@ def test_a_due_month_is_asked_about_daily_while_newest_then_on_the_listing_day_o
     assert asked == daily + later and len(later) == 4
 
 
+def test_an_older_due_month_with_days_missing_a_row_is_asked_about_at_once():
+    # RELISTUSDT came back for March 2024 only; its days reached the availability dataset
+    # late (an audit), and on 2024-05-10 (not its listing day) March's file is still wanted.
+    inputs = VolumeInputs(D("2024-01-01"), D("2024-05-10"), D("2024-05-06"))
+    rows = from_monthly("RELISTUSDT", JAN, dates("2024-01-01", "2024-01-31"))
+    state = symbol_states(
+        stored(*rows), available("RELISTUSDT", dates("2024-03-01", "2024-03-31")), [], inputs
+    )["RELISTUSDT"]
+    assert state.old_uncovered_months == {MAR}
+    assert not inputs.lists_daily_folder("RELISTUSDT")
+    assert needs_monthly_listing(state, inputs)
+
+
 def test_a_month_before_the_newest_monthly_file_is_not_asked_about_again():
     # December had no monthly file: its days came from daily files, for good.
     inputs = VolumeInputs(D("2023-12-01"), D("2024-03-10"), D("2024-03-06"))

@@ -242,8 +242,8 @@ def needs_monthly_listing(state: SymbolState, inputs: VolumeInputs) -> bool:
     A complete month after the newest stored monthly file, holding available days or daily
     rows, is due a monthly file; a month before it that never got one is covered by daily files
     and not asked about again (an audit relists it). A due month is asked about every day while
-    it is the newest complete month (its file is out within days), later only on the symbol's
-    listing day.
+    it is the newest complete month (its file is out within days) or has days older than the
+    lookback window without a row, later only on the symbol's listing day.
     """
     if inputs.audits(state.symbol):
         return True
@@ -257,9 +257,15 @@ def needs_monthly_listing(state: SymbolState, inputs: VolumeInputs) -> bool:
     ]
     if not due:
         return False
-    # Daily while the newest complete month's file can be on its way; for an older month only
-    # (one Binance did not publish, say) on the symbol's listing day, not every day for good.
-    return max(due) == complete or not state.stored or inputs.lists_daily_folder(state.symbol)
+    # Daily while the newest complete month's file can be on its way, or while a due month has
+    # days without a row (its file gives them in one GET); for an older month whose days are
+    # all there (one Binance did not publish, say) only on the listing day, not daily for good.
+    return (
+        max(due) == complete
+        or not state.stored
+        or bool(state.old_uncovered_months.intersection(due))
+        or inputs.lists_daily_folder(state.symbol)
+    )
 
 
 def lists_daily_folder(
