@@ -13,9 +13,12 @@ import contextlib
 import datetime as dt
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 import responses
+from requests.exceptions import ChunkedEncodingError
+from urllib3.exceptions import ProtocolError
 
 from devtools.emulator import Emulator, Knobs, Universe
 from devtools.emulator.server import LOOP_TOKEN, OTHER_MARKET_FOLDER
@@ -30,6 +33,7 @@ from pipeline.vision.client import (
     http_date,
     probe_time,
 )
+from pipeline.vision.deadline import read_body
 from pipeline.vision.listing import ListingPage, page_problem
 from tests.s3xml import listing
 from tests.support import LAYOUT, URL, raw_http_server, s3_error
@@ -312,6 +316,25 @@ def test_a_body_that_trickles_fails_within_the_timeout(trickling_emulator):
     # The bound leaves a loaded machine room above the 1 s deadline.
     assert elapsed < 4
     assert str(failure.value).startswith(f"{SYMBOL}: listing failed (HTTP 200, timed out")
+
+
+def test_a_connection_closed_between_two_reads_of_a_body_is_a_body_cut_short():
+    # CI once met it: urllib3 had closed the connection under a truncated body, and setting
+    # the next read's timeout on the closed socket raised EBADF, which stopped the run.
+    closed = socket.socket()
+    closed.close()
+    reads: list[bytes | Exception] = [b"<ListBucketResult>", ProtocolError("IncompleteRead")]
+
+    def read1(amount: int, decode_content: bool) -> bytes:
+        answer = reads.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    raw = SimpleNamespace(connection=SimpleNamespace(sock=closed), read1=read1)
+    with pytest.raises(ChunkedEncodingError):
+        read_body(SimpleNamespace(raw=raw), time.monotonic() + 5)
+    assert reads == []
 
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nX-Padding: " + b"x" * 40

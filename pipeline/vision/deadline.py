@@ -171,6 +171,20 @@ def _remaining(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.01)
 
 
+def _limit_next_read(raw: HTTPResponse, deadline: float) -> None:
+    """Let the next read of `raw` wait only what is left of `deadline`.
+
+    The socket is looked up before every read, never kept: urllib3 closes the connection, or
+    hands it back to its pool, when the body ends or the peer hangs up, and a socket kept from
+    before could be closed (settimeout then fails with EBADF) or another request's. A closed
+    one is left alone: the read that follows says what happened.
+    """
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(_remaining(deadline))
+
+
 def read_body(response: requests.Response, deadline: float) -> bytes:
     """The whole body by `deadline`, read as it arrives.
 
@@ -178,14 +192,12 @@ def read_body(response: requests.Response, deadline: float) -> bytes:
     second would never trip it. So each read may wait only what is left of the deadline.
     """
     raw = response.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
     chunks = []
     try:
         while True:
             if time.monotonic() >= deadline:
                 raise requests.ReadTimeout("the body did not arrive within the timeout")
-            if sock is not None:
-                sock.settimeout(_remaining(deadline))
+            _limit_next_read(raw, deadline)
             chunk = raw.read1(BODY_CHUNK, decode_content=True)
             if not chunk:
                 return b"".join(chunks)
