@@ -582,36 +582,40 @@ def report(
     )
 
 
+def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: the header, its rule, then a line per row of cells."""
+    lines = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+    return lines + [f"| {' | '.join(cells)} |" for cells in rows]
+
+
 def availability_table(medians: dict[str, Figures]) -> list[str]:
-    header = (
-        "| row | symbols | requests | minimal | / minimal | wall s | CPU s | peak RSS MB "
-        "| dataset MB | DVC cache files added |"
-    )
-    lines = [header, "|" + "---|" * 10]
-    for label, f in medians.items():
-        lines.append(
-            f"| {label} | {f.symbols} | {f.requests:,} | {f.minimal:,} | {f.ratio:.2f} "
-            f"| {f.wall_s:.1f} | {f.cpu_s:.1f} | {fmt(f.peak_rss_mb)} | {fmt(f.dataset_mb)} "
-            f"| {f.cache_files_added} |"
-        )
-    return lines
+    columns = ["row", "symbols", "requests", "minimal", "/ minimal", "wall s", "CPU s"]
+    columns += ["peak RSS MB", "dataset MB", "DVC cache files added"]
+    rows = [
+        [
+            *(label, str(f.symbols), f"{f.requests:,}", f"{f.minimal:,}", f"{f.ratio:.2f}"),
+            *(f"{f.wall_s:.1f}", f"{f.cpu_s:.1f}", fmt(f.peak_rss_mb), fmt(f.dataset_mb)),
+            str(f.cache_files_added),
+        ]
+        for label, f in medians.items()
+    ]
+    return markdown_table(columns, rows)
 
 
 def volume_table(medians: dict[str, VolumeFigures]) -> list[str]:
-    header = (
-        "| volume row | symbols | requests | minimum | / minimum | files fetched | MB fetched "
-        "| wall s | stage s | CPU s | peak RSS MB | emulator CPU s | dataset MB "
-        "| DVC cache files added |"
-    )
-    lines = [header, "|" + "---|" * 14]
-    for label, f in medians.items():
-        lines.append(
-            f"| {label} | {f.symbols} | {f.requests:,} | {f.minimum:,} | {f.ratio:.2f} "
-            f"| {f.files:,} | {f.mb_fetched:.1f} | {f.wall_s:.1f} | {fmt(f.stage_s)} "
-            f"| {f.cpu_s:.1f} | {fmt(f.peak_rss_mb)} | {fmt(f.emulator_cpu_s)} "
-            f"| {fmt(f.dataset_mb)} | {f.cache_files_added} |"
-        )
-    return lines
+    columns = ["volume row", "symbols", "requests", "minimum", "/ minimum", "files fetched"]
+    columns += ["MB fetched", "wall s", "stage s", "CPU s", "peak RSS MB", "emulator CPU s"]
+    columns += ["dataset MB", "DVC cache files added"]
+    rows = [
+        [
+            *(label, str(f.symbols), f"{f.requests:,}", f"{f.minimum:,}", f"{f.ratio:.2f}"),
+            *(f"{f.files:,}", f"{f.mb_fetched:.1f}", f"{f.wall_s:.1f}", fmt(f.stage_s)),
+            *(f"{f.cpu_s:.1f}", fmt(f.peak_rss_mb), fmt(f.emulator_cpu_s), fmt(f.dataset_mb)),
+            str(f.cache_files_added),
+        ]
+        for label, f in medians.items()
+    ]
+    return markdown_table(columns, rows)
 
 
 def availability_summary(

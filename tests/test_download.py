@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Callable
 from functools import partial
 from urllib.parse import unquote, urlsplit
 
@@ -72,12 +73,18 @@ def urls() -> list[str]:
     return [call.request.url for call in responses.calls]
 
 
-def refused(fetcher: Downloader, file: ListedFile, error: type[DownloadError]) -> str:
+def refusal(call: Callable[[], object], error: type[DownloadError]) -> str:
+    """The one-line message of the `error` (that very class, not a subclass) `call` raises."""
     with pytest.raises(error) as caught:
-        fetcher.fetch(file)
+        call()
+    assert type(caught.value) is error
     message = str(caught.value)
     assert "\n" not in message
     return message
+
+
+def refused(fetcher: Downloader, file: ListedFile, error: type[DownloadError]) -> str:
+    return refusal(lambda: fetcher.fetch(file), error)
 
 
 # --- good files -----------------------------------------------------------------------------
@@ -248,12 +255,7 @@ def test_a_listed_etag_that_verifies_nothing_is_refused_without_a_request():
 
 
 def refused_unlisted(fetcher: Downloader, error: type[DownloadError]) -> str:
-    with pytest.raises(error) as caught:
-        fetcher.fetch_unlisted(KEY)
-    assert type(caught.value) is error
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
+    return refusal(lambda: fetcher.fetch_unlisted(KEY), error)
 
 
 @responses.activate
