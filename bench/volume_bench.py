@@ -35,6 +35,7 @@ from pipeline.vision.client import VisionClient
 from pipeline.vision.download import Downloader, ListedFile
 from pipeline.vision.layout import KlineLayout
 from pipeline.vision.listing import PAGE_SIZE
+from pipeline.volume.planner import last_complete_month
 
 ONE_DAY = dt.timedelta(days=1)
 KEYS_PER_FILE = 2  # a zip and its .CHECKSUM
@@ -82,13 +83,6 @@ class Minimum:
     @property
     def total(self) -> int:
         return self.listing + self.gets + self.checksums
-
-
-def last_complete_month(last: dt.date) -> dt.date:
-    """The newest month (its first day) all of whose days are on or before `last`."""
-    if (last + ONE_DAY).month != last.month:
-        return last.replace(day=1)
-    return (last.replace(day=1) - ONE_DAY).replace(day=1)
 
 
 def backfill_minimum(universe: Universe, start: dt.date, last: dt.date) -> Minimum:

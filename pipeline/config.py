@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -31,12 +31,13 @@ DATA_TYPES = (
 KLINE_DATA_TYPES = ("klines", "indexPriceKlines", "markPriceKlines", "premiumIndexKlines")
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 CONTRACTS = ("perpetual", "all")
-# When the volume stage fetches a zip's .CHECKSUM too (pipeline.vision.download).
-CHECKSUM_POLICIES = ("multipart", "always")
 # Binance Vision's daily futures files begin on this day; nothing earlier can exist.
 EARLIEST_START = dt.date(2019, 9, 25)
 
 Contracts = Literal["perpetual", "all"]
+# When the volume stage fetches a zip's .CHECKSUM too (pipeline.vision.download).
+ChecksumPolicy = Literal["multipart", "always"]
+CHECKSUM_POLICIES: tuple[str, ...] = get_args(ChecksumPolicy)
 # The largest count of days a param may hold: a century is more than any history here, and far
 # from where date arithmetic overflows (a lookback of 1e6 days would go before year 1).
 MAX_DAYS = 36_500
@@ -99,7 +100,7 @@ class SpansConfig:
 class VolumeConfig:
     workers: int
     """Concurrent downloads of 1d kline files: each is one small GET, so latency bounds them."""
-    checksums: str
+    checksums: ChecksumPolicy
     """When a zip's .CHECKSUM is fetched too: for multipart ETags only (an MD5 checks the
     others), or always (twice the GETs)."""
 
@@ -278,7 +279,7 @@ def parse_config(raw: dict[str, Any], *, today: dt.date, source: str = "params.y
         ),
         volume=VolumeConfig(
             workers=reader.integer("volume.workers", minimum=1, maximum=512),
-            checksums=reader.choice("volume.checksums", CHECKSUM_POLICIES),
+            checksums=reader.choice("volume.checksums", CHECKSUM_POLICIES),  # type: ignore[arg-type]
         ),
         repair=_repair(reader, dataset.start_date, as_of),
     )

@@ -20,6 +20,13 @@ FALLBACK_LOG = Path("logs/pipeline.log")
 PARAMS = Path("params.yaml")
 
 
+def finish_interrupted_commits(config: Config) -> None:
+    """Finish (or undo) the commit a killed run had begun, of every dataset the pipeline
+    writes: availability (with its change log) and volume."""
+    finish_interrupted_commit(config.paths.dataset, config.paths.changes)
+    finish_interrupted_commit(config.paths.volume)
+
+
 def run_stage(name: str, body: Callable[[Config], object], *, params: Path = PARAMS) -> int:
     """Run `body` with the validated params; turn a PipelineError into one line and exit 1."""
     setup_logging(name, FALLBACK_LOG)
@@ -30,8 +37,7 @@ def run_stage(name: str, body: Callable[[Config], object], *, params: Path = PAR
         if config.paths.log != FALLBACK_LOG:
             setup_logging(name, config.paths.log)
         # Before anything reads the dataset: a killed run's commit is finished (or undone).
-        finish_interrupted_commit(config.paths.dataset, config.paths.changes)
-        finish_interrupted_commit(config.paths.volume)
+        finish_interrupted_commits(config)
         body(config)
     except PipelineError as exc:
         log.error("%s", exc)

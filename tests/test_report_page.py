@@ -42,7 +42,7 @@ from pipeline.report.figures import (
     available_spec,
 )
 from pipeline.stages import report
-from pipeline.stages.volume import PLOT_FILE, per_day
+from pipeline.stages.volume import per_day
 from tests.support import D, commit_dataset, days, frame, write_params
 
 START, AS_OF = "2023-11-15", D("2024-02-21")
@@ -117,7 +117,7 @@ def build_project(root: Path) -> Path:
     # The volume stage's plot data, as its per_day writes it (the report stage does not).
     plots = root / config.paths.plots
     plots.mkdir(parents=True, exist_ok=True)
-    per_day(volume_rows()).write_csv(plots / PLOT_FILE)
+    per_day(volume_rows()).write_csv(plots / VOLUME_PER_DAY)
     return root
 
 
@@ -326,7 +326,6 @@ def test_the_heatmap_has_a_cell_per_symbol_month_in_listing_order_with_the_hole(
 
 
 def test_the_volume_picture_draws_every_day_of_the_volume_stage_plot_data(project, capsys):
-    assert PLOT_FILE == VOLUME_PER_DAY  # the page reads what the volume stage writes
     make_page(project / "reports", capsys)
     svg = svgs((project / "reports/index.html").read_text(encoding="utf-8"))["volume-per-day"]
     labels = labels_of(svg)

@@ -281,24 +281,27 @@ def test_which_daily_folders_a_day_lists_new_old_uncovered_audited_or_listing_da
 
 
 def test_a_listing_day_relists_the_window_and_as_many_days_before_it():
-    # Window 2024-02-28..2024-03-03 (5 days); a day re-uploaded while in it, up to 4 days
-    # before this listing day, is still listed: the relisting window starts 2024-02-23.
-    inputs = VolumeInputs(D("2024-01-01"), D("2024-03-03"), D("2024-02-28"))
-    assert inputs.relist_start == D("2024-02-23")
+    # Window 2024-03-04..2024-03-08 (5 days), all in March; a day re-uploaded while in it, up
+    # to 4 days before this listing day, is still listed: the relisting window starts on
+    # 2024-02-28, so February is listed too, though no day of it is in the window.
+    inputs = VolumeInputs(D("2024-01-01"), D("2024-03-08"), D("2024-03-04"))
+    assert inputs.relist_start == D("2024-02-28")
     rows = [*from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-31"))]
-    rows += from_daily("BTCUSDT", dates("2024-02-01", "2024-03-03"))
+    rows += from_daily("BTCUSDT", dates("2024-02-01", "2024-03-08"))
     state = symbol_states(
-        stored(*rows), available("BTCUSDT", dates("2024-01-01", "2024-03-03")), [], inputs
+        stored(*rows), available("BTCUSDT", dates("2024-01-01", "2024-03-08")), [], inputs
     )["BTCUSDT"]
     assert state.recent_months == {FEB, MAR}
-    assert is_listing_day("BTCUSDT", D("2024-03-03"), 5)
-    assert daily_windows(state, state.monthly_months, inputs) == [(FEB, D("2024-03-03"))]
+    assert is_listing_day("BTCUSDT", D("2024-03-08"), 5)
+    assert daily_windows(state, state.monthly_months, inputs) == [(FEB, D("2024-03-08"))]
     # A relisting window all in March lists March only.
     later = VolumeInputs(D("2024-01-01"), D("2024-03-13"), D("2024-03-09"))
     state = symbol_states(
         stored(*rows), available("BTCUSDT", dates("2024-03-01", "2024-03-13")), [], later
     )["BTCUSDT"]
     assert state.recent_months == {MAR}
+    assert is_listing_day("BTCUSDT", D("2024-03-13"), 5)
+    assert daily_windows(state, state.monthly_months, later) == [(MAR, D("2024-03-13"))]
 
 
 def test_direct_days_are_the_window_days_available_without_a_row_of_unlisted_symbols():

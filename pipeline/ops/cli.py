@@ -26,10 +26,9 @@ import yaml
 from pipeline import dvc_lock
 from pipeline.arguments import iso_date, positive_int, symbol_list
 from pipeline.config import Config, load_config, parse_config, refuse_yaml_dates
-from pipeline.dataset.commit import finish_interrupted_commit
 from pipeline.dataset.store import summarize
 from pipeline.dvc_lock import DVC_LOCK
-from pipeline.entry import FALLBACK_LOG, PARAMS
+from pipeline.entry import FALLBACK_LOG, PARAMS, finish_interrupted_commits
 from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
 from pipeline.ops import remote
@@ -278,8 +277,7 @@ def run_command(args: argparse.Namespace) -> int:
     overrides = {} if args.command == "pull" else overrides_of(args)
     config = run_config(PARAMS, overrides)
     # A commit of a dataset that a killed run had begun is finished before DVC looks.
-    finish_interrupted_commit(config.paths.dataset, config.paths.changes)
-    finish_interrupted_commit(config.paths.volume)
+    finish_interrupted_commits(config)
     if args.command == "pull":
         return pull()
     pull_if_published()

@@ -29,6 +29,7 @@ from pipeline.dataset.commit import journal_path, staged_commit
 from pipeline.dataset.store import checked_files
 from pipeline.entry import stage_main
 from pipeline.errors import PipelineError
+from pipeline.report.data import VOLUME_PER_DAY
 from pipeline.symbols import read_symbols
 from pipeline.vision.client import VisionClient
 from pipeline.vision.download import Downloader
@@ -62,7 +63,6 @@ from pipeline.volume.store import (
 
 log = logging.getLogger(__name__)
 
-PLOT_FILE = "volume_per_day.csv"
 TOP_SYMBOLS = 10
 
 
@@ -232,7 +232,7 @@ def run(config: Config) -> None:
     files = volume_files(path, identity)
     rows = pl.scan_parquet(files) if files else pl.LazyFrame(schema=SCHEMA)
     totals = rows.select(rows=pl.len(), symbols=pl.col("symbol").n_unique()).collect()
-    write_plot(config.paths.plots / PLOT_FILE, per_day(rows))
+    write_plot(config.paths.plots / VOLUME_PER_DAY, per_day(rows))
     replaced = plan.drops.height
     write_json(
         config.paths.volume_metrics,

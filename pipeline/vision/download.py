@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
 
-from pipeline.config import CHECKSUM_POLICIES
+from pipeline.config import CHECKSUM_POLICIES, ChecksumPolicy
 from pipeline.errors import PipelineError
 from pipeline.vision.client import ObjectAnswer, VisionClient, VisionError
 from pipeline.vision.layout import checksum_key, file_name
@@ -68,13 +68,10 @@ class ListedFile:
 
 
 @dataclass(frozen=True)
-class UnlistedFile:
+class UnlistedFile(ListedFile):
     """A file fetched without a listing: its verified bytes, and its size and ETag as its
     answer's headers gave them (what a listing shows)."""
 
-    key: str
-    size: int
-    etag: str
     body: bytes
 
 
@@ -106,7 +103,7 @@ class Downloader:
     """
 
     def __init__(
-        self, client: VisionClient, download_url: str, *, checksums: str = "multipart"
+        self, client: VisionClient, download_url: str, *, checksums: ChecksumPolicy = "multipart"
     ) -> None:
         if checksums not in CHECKSUM_POLICIES:
             raise ValueError(f"checksums must be one of {CHECKSUM_POLICIES}, not {checksums!r}")
@@ -133,8 +130,7 @@ class Downloader:
         if found is None:
             self._count(not_found=1)
             return None
-        multipart = _MULTIPART_ETAG.fullmatch(found.etag) is not None
-        self._count(files=1, bytes=len(found.body), multipart=int(multipart))
+        self._count(files=1, bytes=len(found.body), multipart=int(found.multipart))
         return found
 
     def _twice(self, key: str, fetch: Callable[[], _T]) -> _T:
@@ -147,7 +143,7 @@ class Downloader:
             try:
                 return fetch()
             except VerificationError as second:
-                raise VerificationError(_twice(key, first, second)) from None
+                raise VerificationError(_both_failures(key, first, second)) from None
 
     def _fetch_unlisted(self, key: str) -> UnlistedFile | None:
         answer = self._get(key)
@@ -305,7 +301,7 @@ def _check_etag_format(listed: ListedFile) -> None:
     )
 
 
-def _twice(key: str, first: VerificationError, second: VerificationError) -> str:
+def _both_failures(key: str, first: VerificationError, second: VerificationError) -> str:
     """One line for a file that failed verification on both GETs."""
     if str(first) == str(second):
         return f"{second} (on a second GET too)"
