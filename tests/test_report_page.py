@@ -30,7 +30,6 @@ from pipeline.report.data import (
     AVAILABLE_PER_DAY,
     LISTINGS_PER_MONTH,
     MISSING_PER_DAY,
-    VOLUME_PER_DAY,
 )
 from pipeline.report.figures import (
     FIGURES,
@@ -43,6 +42,7 @@ from pipeline.report.figures import (
 )
 from pipeline.stages import report
 from pipeline.stages.volume import per_day
+from pipeline.volume.schema import VOLUME_PER_DAY
 from tests.support import D, commit_dataset, days, frame, write_params
 
 START, AS_OF = "2023-11-15", D("2024-02-21")

@@ -19,8 +19,6 @@ AVAILABLE_PER_DAY = "available_per_day.csv"
 LISTINGS_PER_MONTH = "listings_per_month.csv"
 MISSING_PER_DAY = "missing_per_day.csv"
 AVAILABILITY_BY_MONTH = "availability_by_month.csv"
-# Written by the volume stage (pipeline.stages.volume.per_day), not by the report stage.
-VOLUME_PER_DAY = "volume_per_day.csv"
 SHARE_DECIMALS = 3
 
 

@@ -22,8 +22,8 @@ from pipeline.report.data import (
     AVAILABLE_PER_DAY,
     LISTINGS_PER_MONTH,
     MISSING_PER_DAY,
-    VOLUME_PER_DAY,
 )
+from pipeline.volume.schema import VOLUME_PER_DAY
 
 Spec = dict[str, Any]
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"  # an identifier: never fetched

@@ -29,7 +29,6 @@ from pipeline.dataset.commit import journal_path, staged_commit
 from pipeline.dataset.store import checked_files
 from pipeline.entry import stage_main
 from pipeline.errors import PipelineError
-from pipeline.report.data import VOLUME_PER_DAY
 from pipeline.symbols import read_symbols
 from pipeline.vision.client import VisionClient
 from pipeline.vision.download import Downloader
@@ -52,7 +51,7 @@ from pipeline.volume.planner import (
     plan_fetches,
 )
 from pipeline.volume.planner import symbol_states as plan_states
-from pipeline.volume.schema import INTERVAL, KEY, SCHEMA
+from pipeline.volume.schema import INTERVAL, KEY, SCHEMA, VOLUME_PER_DAY
 from pipeline.volume.store import (
     VolumeIdentity,
     read_sources,

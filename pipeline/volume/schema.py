@@ -47,6 +47,10 @@ STORED_SCHEMA: dict[str, pl.DataType] = {
 INTERVAL = "1d"
 """The kline interval the volume comes from, whatever `dataset.interval` the availability has."""
 
+VOLUME_PER_DAY = "volume_per_day.csv"
+"""The plot data the volume stage writes in `paths.plots` (dvc.yaml's `plots:` and the report
+page read it): total quote volume per day and the top symbols' share."""
+
 
 def empty() -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMA)
