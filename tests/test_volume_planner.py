@@ -403,16 +403,20 @@ def test_a_reuploaded_file_is_fetched_again_and_replaces_its_rows():
             ("BTCUSDT", D("2024-03-02"), daily_key("BTCUSDT", D("2024-03-02")), "d0", 11),  # size
         ]
     )
-    # Whichever listing shows a new ETag or size (an audit's or a month's turn's), the file
-    # is fetched again and its rows replace the stored ones; unchanged files are not.
-    jan = {("BTCUSDT", d) for d in dates("2024-01-01", "2024-01-31")}
-    for repair in (None, Repair(symbols=None, since=None, until=None)):
-        inputs = VolumeInputs(**{**INPUTS.__dict__, "repair": repair})
-        plan = plan_fetches(stored(*rows), monthly, daily, inputs)
+    plan = plan_fetches(stored(*rows), monthly, daily, INPUTS)
+    # A stored month is fetched again by an audit only (as availability's history changes).
+    assert files(plan) == {(DAILY, "BTCUSDT", D("2024-03-02"))}
+    assert drops(plan) == {("BTCUSDT", D("2024-03-02"))}
+
+    for audit in (Repair(symbols=None, since=None, until=None), Repair(("BTCUSDT",), None, None)):
+        audited = VolumeInputs(**{**INPUTS.__dict__, "repair": audit})
+        plan = plan_fetches(stored(*rows), monthly, daily, audited)
         assert files(plan) == {(MONTHLY, "BTCUSDT", JAN), (DAILY, "BTCUSDT", D("2024-03-02"))}
-        assert drops(plan) == jan | {("BTCUSDT", D("2024-03-02"))}
-    unchanged = listed([("BTCUSDT", JAN, monthly_key("BTCUSDT", JAN), "m0", 100)])
-    assert files(plan_fetches(stored(*rows), unchanged, daily, INPUTS)) == {
+        assert drops(plan) == {("BTCUSDT", d) for d in dates("2024-01-01", "2024-01-31")} | {
+            ("BTCUSDT", D("2024-03-02"))
+        }
+    other = VolumeInputs(**{**INPUTS.__dict__, "repair": Repair(("ETHUSDT",), None, None)})
+    assert files(plan_fetches(stored(*rows), monthly, daily, other)) == {
         (DAILY, "BTCUSDT", D("2024-03-02"))
     }
 

@@ -26,8 +26,9 @@ days after the newest monthly file come from daily files. What exists comes from
   symbol's next listing day, which still holds the re-uploaded day (the relisting window).
 
 Then a listed file is fetched only when no stored row has it as its source with the same ETag
-and size (a new file or a re-upload, whichever listing shows it); a monthly file's rows replace
-all of its month's rows (the
+and size (a new file or a re-upload; a month already stored from its monthly file is fetched
+again only by an audit of its symbol, as the availability dataset's history changes only by
+an audit); a monthly file's rows replace all of its month's rows (the
 daily-sourced ones it supersedes included), a daily file's row replaces its day's row. Daily
 files of a month that has a monthly file are never fetched (neither listed nor direct).
 
@@ -371,7 +372,15 @@ def plan_fetches(
     stored_months = stored.filter(is_monthly_source()).select(
         "symbol", period=pl.col("date").dt.truncate("1mo")
     )
+    # A month stored from its monthly file is fetched again only by an audit of its symbol, as
+    # the availability dataset's history changes only by an audit: the two stay consistent.
     stored_months = stored_months.unique()
+    monthly = pl.concat(
+        [
+            monthly.join(stored_months, on=["symbol", "period"], how="anti"),
+            monthly.filter(_audited(inputs)).join(stored_months, on=["symbol", "period"]),
+        ]
+    )
     covered = pl.concat([stored_months, monthly.select("symbol", "period")]).unique()
     uncovered = covered.rename({"period": "month"})
     daily = (
@@ -417,6 +426,16 @@ def plan_fetches(
         files=files.select(list(FILES_SCHEMA)).cast(FILES_SCHEMA),
         drops=drops.cast(DROPS_SCHEMA),
     )
+
+
+def _audited(inputs: VolumeInputs) -> pl.Expr:
+    """Whether a row's symbol is audited this run (`run.repair`)."""
+    repair = inputs.repair
+    if repair is None:
+        return pl.lit(value=False)
+    if repair.symbols is None:
+        return pl.lit(value=True)
+    return pl.col("symbol").is_in(list(repair.symbols))
 
 
 def listed(rows: Sequence[tuple[str, dt.date, str, str, int]]) -> pl.DataFrame:
