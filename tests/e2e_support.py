@@ -262,10 +262,19 @@ def start(project: ScratchProject, *command: str) -> subprocess.Popen[str]:
 
 
 def kill_repro_once(
-    project: ScratchProject, folder: Path, pattern: str, count: int = 1, *, within_s: float = 120
+    project: ScratchProject,
+    emulator: Emulator,
+    folder: Path,
+    pattern: str,
+    count: int = 1,
+    *,
+    within_s: float = 120,
 ) -> None:
     """Run `dvc repro` in `project` and SIGKILL it, stage and all, as soon as `folder` holds
-    `count` files matching `pattern` (a checkpoint): a kill at a known point of the run."""
+    `count` files matching `pattern` (a checkpoint): a kill at a known point of the run.
+
+    Returns once `emulator` has served what the killed run left in flight, so that counters
+    reset afterwards count the next run alone."""
     repro = subprocess.Popen(
         ["dvc", "repro"],
         cwd=project.root,
@@ -283,6 +292,7 @@ def kill_repro_once(
     finally:
         os.killpg(repro.pid, signal.SIGKILL)
         repro.wait()
+    emulator.wait_until_idle()
 
 
 # --- the session's project ------------------------------------------------------------------

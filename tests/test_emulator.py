@@ -707,6 +707,23 @@ def test_counters_count_s3_requests_only(emulator: Emulator, http: requests.Sess
     assert emulator.counters()["by_prefix"] == {}
 
 
+def test_waiting_until_idle_counts_what_a_vanished_client_left_in_flight(
+    emulator: Emulator,
+) -> None:
+    # Three listings sent on three connections, whose client then vanishes while the
+    # emulator still sleeps its latency: they are counted by then, or only later.
+    emulator.set_knobs(Knobs(latency_ms=300))
+    request = f"GET /?prefix={ROOT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", emulator.port)) as vanishing:
+            vanishing.sendall(request)
+    emulator.wait_until_idle()
+    assert emulator.counters()["requests"] == 3
+    emulator.reset_counters()
+    time.sleep(0.4)  # longer than the latency: nothing of the vanished client is left
+    assert emulator.counters()["requests"] == 0
+
+
 def test_slowdown_knob_answers_503_slowdown(emulator: Emulator, http: requests.Session) -> None:
     emulator.set_knobs(Knobs(slowdown_rate=1.0))
     response = http.get(emulator.listing_url, params={"prefix": ROOT})

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from devtools.emulator import Knobs, Universe
+from devtools.emulator import Emulator, Knobs, Universe
 from devtools.scratch import ScratchProject
 from tests import e2e_support as e2e
 from tests.e2e_support import AS_OF, LAYOUT, assert_matches_universe
@@ -39,15 +39,15 @@ def project(tmp_path, built, emulator) -> ScratchProject:
     return project
 
 
-def kill_once_checkpointed(project: ScratchProject, symbols: int) -> set[str]:
+def kill_once_checkpointed(project: ScratchProject, emulator: Emulator, symbols: int) -> set[str]:
     """Run `dvc repro`, SIGKILL it (and its stage) once `symbols` are checkpointed."""
     folder = project.root / CHECKPOINT
-    e2e.kill_repro_once(project, folder, "*.parquet", symbols, within_s=60)
+    e2e.kill_repro_once(project, emulator, folder, "*.parquet", symbols, within_s=60)
     return {unquote(path.stem) for path in folder.glob("*.parquet")}
 
 
 def test_a_killed_backfill_resumes_without_listing_finished_symbols_again(project, emulator):
-    finished = kill_once_checkpointed(project, symbols=6)
+    finished = kill_once_checkpointed(project, emulator, symbols=6)
     assert 6 <= len(finished) < len(SYMBOLS)
     assert not (project.root / "data" / "backfill.parquet").exists()
 

@@ -212,7 +212,7 @@ def test_a_killed_volume_run_resumes_without_downloading_checkpointed_files(proj
     project.run("dvc", "repro", "update")  # everything before the volume stage, quickly
     emulator.set_knobs(Knobs(latency_ms=100))
     folder = project.root / CHECKPOINT
-    e2e.kill_repro_once(project, folder, "batch-*.parquet")
+    e2e.kill_repro_once(project, emulator, folder, "batch-*.parquet")
     saved = sources(pl.read_parquet(folder / "batch-*.parquet"))
     assert saved
 

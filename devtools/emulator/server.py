@@ -292,6 +292,10 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def open_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
     def close_open_connections(self) -> None:
         """End keep-alive connections too, so a stopped emulator answers nobody."""
         with self._open_lock:
@@ -835,3 +839,26 @@ class Emulator:
 
     def reset_counters(self) -> None:
         self._state.counters.reset()
+
+    def wait_until_idle(self, *, quiet_s: float = 0.25, within_s: float = 30) -> None:
+        """Wait until no connection is open and no request came for `quiet_s`.
+
+        A client killed mid-request leaves requests behind: some in a handler's latency
+        sleep, some still unread in a socket. They are counted when a handler gets to
+        them, so counters reset before then would charge them to the next run.
+        """
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        deadline = time.monotonic() + within_s
+        seen = self._state.counters.snapshot()["requests"]
+        quiet_since = time.monotonic()
+        while True:
+            time.sleep(_SHUTDOWN_POLL_S)
+            now = time.monotonic()
+            requests = self._state.counters.snapshot()["requests"]
+            if requests != seen or self._server.open_connections():
+                seen, quiet_since = requests, now
+            elif now - quiet_since >= quiet_s:
+                return
+            if now > deadline:
+                raise TimeoutError(f"the emulator was still busy after {within_s:g} s")
