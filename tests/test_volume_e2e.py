@@ -5,8 +5,9 @@ each run; a next day fetches only the files that are new since (new days, a new 
 history, a month's file superseding its days), each 1d folder listed at most once; a quiet day
 costs one direct GET per active symbol and the listings of the symbols whose listing day it
 is; a 1d file not out yet is pending and fetched the next day; a re-upload is fetched on its
-symbol's listing day; a corrupted body fails the run naming the file with the dataset
-untouched; a killed run resumes without downloading its checkpointed files again.
+symbol's listing day, a monthly one when its folder is next listed; a corrupted body fails the
+run naming the file with the dataset untouched; a killed run resumes without downloading its
+checkpointed files again.
 """
 
 from __future__ import annotations
@@ -293,6 +294,27 @@ def test_a_reupload_inside_the_window_is_fetched_on_its_symbols_listing_day(late
     assert stored_etag() != old
     assert volume(later).equals(truth(reuploaded.with_today(day), day))
     assert key in {s for s, _ in sources(volume(later))}
+
+
+def test_a_reuploaded_monthly_file_is_fetched_when_its_folder_is_next_listed(later, emulator):
+    # March's file is out and stored; a day of March is corrected. The monthly folder is not
+    # listed again until a month's file is due: at July's turn, which lists the whole folder.
+    corrected, on = dt.date(2024, 3, 10), CAUGHT_UP + ONE_DAY
+    turn = dt.date(2024, 7, 2)
+    reuploaded = bucket(on).with_reupload("BTCUSDT", corrected, on, interval="1d")
+    key = "data/futures/um/monthly/klines/BTCUSDT/1d/BTCUSDT-1d-2024-03.zip"
+
+    def stored_etags() -> set[str]:
+        return set(volume(later).filter(pl.col("source") == key)["source_etag"].to_list())
+
+    old = stored_etags()
+    run_on(later, emulator, reuploaded.with_today(on), on)
+    assert stored_etags() == old
+    run_on(later, emulator, reuploaded.with_today(turn), turn)
+    assert stored_etags() == {reuploaded.with_today(turn).meta(key).etag.strip('"')} != old
+    assert volume(later).equals(truth(reuploaded.with_today(turn), turn))
+    # The folder's one listing, June's new file, and March's re-upload: fetched once.
+    assert emulator.counters()["by_prefix"][key.rpartition("/")[0] + "/"] == 3
 
 
 def vision_query(project: ScratchProject, *args: str) -> list[dict[str, Any]]:

@@ -391,7 +391,7 @@ def test_a_stored_file_with_the_same_etag_and_size_is_not_fetched_again():
     assert drops(plan) == set()
 
 
-def test_a_reuploaded_file_is_fetched_again_and_replaces_its_rows():
+def test_a_reuploaded_file_is_fetched_again_whichever_listing_shows_it():
     rows = [
         *from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-31"), etag="m0"),
         *from_daily("BTCUSDT", dates("2024-03-01", "2024-03-02"), etag="d0"),
@@ -403,22 +403,41 @@ def test_a_reuploaded_file_is_fetched_again_and_replaces_its_rows():
             ("BTCUSDT", D("2024-03-02"), daily_key("BTCUSDT", D("2024-03-02")), "d0", 11),  # size
         ]
     )
+    reuploaded = {(MONTHLY, "BTCUSDT", JAN), (DAILY, "BTCUSDT", D("2024-03-02"))}
     plan = plan_fetches(stored(*rows), monthly, daily, INPUTS)
-    # A stored month is fetched again by an audit only (as availability's history changes).
-    assert files(plan) == {(DAILY, "BTCUSDT", D("2024-03-02"))}
-    assert drops(plan) == {("BTCUSDT", D("2024-03-02"))}
+    # The fetched rows replace the days they give (the stage's merge); nothing more is dropped:
+    # a day the re-upload lost keeps its row until an audit, as in the availability dataset.
+    assert files(plan) == reuploaded
+    assert drops(plan) == set()
+    other = VolumeInputs(**{**INPUTS.__dict__, "repair": Repair(("ETHUSDT",), None, None)})
+    assert plan_fetches(stored(*rows), monthly, daily, other).files.equals(plan.files)
 
+    # An audit of the symbol rebuilds the month from its file.
     for audit in (Repair(symbols=None, since=None, until=None), Repair(("BTCUSDT",), None, None)):
         audited = VolumeInputs(**{**INPUTS.__dict__, "repair": audit})
         plan = plan_fetches(stored(*rows), monthly, daily, audited)
-        assert files(plan) == {(MONTHLY, "BTCUSDT", JAN), (DAILY, "BTCUSDT", D("2024-03-02"))}
-        assert drops(plan) == {("BTCUSDT", d) for d in dates("2024-01-01", "2024-01-31")} | {
-            ("BTCUSDT", D("2024-03-02"))
-        }
-    other = VolumeInputs(**{**INPUTS.__dict__, "repair": Repair(("ETHUSDT",), None, None)})
-    assert files(plan_fetches(stored(*rows), monthly, daily, other)) == {
+        assert files(plan) == reuploaded
+        assert drops(plan) == {("BTCUSDT", d) for d in dates("2024-01-01", "2024-01-31")}
+
+    unchanged = listed([("BTCUSDT", JAN, monthly_key("BTCUSDT", JAN), "m0", 100)])
+    assert files(plan_fetches(stored(*rows), unchanged, daily, INPUTS)) == {
         (DAILY, "BTCUSDT", D("2024-03-02"))
     }
+
+
+def test_an_audit_rebuilds_a_month_a_reupload_left_rows_of_an_older_version_in():
+    # January was re-uploaded without the 31st and fetched again outside an audit: the 31st
+    # kept its row of the old version. Only an audit of the symbol rebuilds the month.
+    rows = [
+        *from_monthly("BTCUSDT", JAN, dates("2024-01-01", "2024-01-30"), etag="m1"),
+        *from_monthly("BTCUSDT", JAN, [D("2024-01-31")], etag="m0"),
+    ]
+    monthly = listed([("BTCUSDT", JAN, monthly_key("BTCUSDT", JAN), "m1", 100)])
+    assert files(plan_fetches(stored(*rows), monthly, listed([]), INPUTS)) == set()
+    audited = VolumeInputs(**{**INPUTS.__dict__, "repair": Repair(("BTCUSDT",), None, None)})
+    plan = plan_fetches(stored(*rows), monthly, listed([]), audited)
+    assert files(plan) == {(MONTHLY, "BTCUSDT", JAN)}
+    assert drops(plan) == {("BTCUSDT", d) for d in dates("2024-01-01", "2024-01-31")}
 
 
 def test_a_new_monthly_file_supersedes_its_months_daily_rows_and_files():

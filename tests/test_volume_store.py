@@ -110,18 +110,30 @@ def test_a_row_in_another_months_partition_is_refused(tmp_path):
         read_sources(path, IDENTITY)
 
 
-def test_merge_replaces_the_dropped_rows_and_refuses_a_key_twice():
-    previous = rows(kline("2024-01-02", "BTCUSDT"), kline("2024-01-03", "BTCUSDT"))
+def test_merge_replaces_the_days_fetched_and_the_dropped_rows_and_refuses_a_key_twice():
+    month = [kline(f"2024-01-0{day}", "BTCUSDT") for day in (2, 3, 4)]
+    previous = rows(*month, kline("2024-01-02", "ETHUSDT"))
     fetched = rows(kline("2024-01-02", "BTCUSDT", quote=99.0))
-    plan = FetchPlan(
+    keep_all = FetchPlan(files=pl.DataFrame(schema=FILES_SCHEMA), drops=drops())
+    merged = merge(previous, keep_all, fetched).sort("symbol", "date")
+    assert merged["quote_volume"].to_list() == [99.0, 10.0, 10.0, 10.0]
+    rebuild = FetchPlan(
         files=pl.DataFrame(schema=FILES_SCHEMA),
-        drops=pl.DataFrame({"symbol": ["BTCUSDT"], "date": [D("2024-01-02")]}, schema=DROPS_SCHEMA),
+        drops=drops(
+            ("BTCUSDT", "2024-01-02"), ("BTCUSDT", "2024-01-03"), ("BTCUSDT", "2024-01-04")
+        ),
     )
-    merged = merge(previous, plan, fetched).sort("date")
-    assert merged["quote_volume"].to_list() == [99.0, 10.0]
-    twice = rows(kline("2024-01-03", "BTCUSDT", source="m/BTCUSDT-1d-2024-01.zip"))
-    with pytest.raises(VolumeMergeError, match="BTCUSDT 2024-01-03 comes from two files"):
-        merge(previous, plan, pl.concat([fetched, twice]))
+    merged = merge(previous, rebuild, fetched).sort("symbol", "date")
+    assert merged.select("symbol", "quote_volume").rows() == [("BTCUSDT", 99.0), ("ETHUSDT", 10.0)]
+    twice = rows(kline("2024-01-02", "BTCUSDT", source="m/BTCUSDT-1d-2024-01.zip"))
+    with pytest.raises(VolumeMergeError, match="BTCUSDT 2024-01-02 comes from two files"):
+        merge(previous, keep_all, pl.concat([fetched, twice]))
+
+
+def drops(*keys: tuple[str, str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(symbol, D(day)) for symbol, day in keys], schema=DROPS_SCHEMA, orient="row"
+    )
 
 
 def test_per_day_sums_quote_volume_and_the_top_symbols_share():

@@ -80,13 +80,13 @@ def available_days(config: Config) -> pl.DataFrame:
 
 
 def merge(previous: pl.DataFrame, plan: FetchPlan, fetched: pl.DataFrame) -> pl.DataFrame:
-    """`previous` (the touched months' rows) without the rows the plan replaces, plus `fetched`.
+    """`previous` (the touched months' rows) without the rows the plan drops and those whose
+    days `fetched` gives, plus `fetched`.
 
-    Refused if a key would be there twice: two fetched files giving one day (a monthly file
-    and a daily file of one month are never both fetched, so this is a broken bucket).
+    Refused if the fetched files give a key twice: a monthly file and a daily file of one
+    month are never both fetched, so the bucket is broken.
     """
-    merged = pl.concat([previous.join(plan.drops, on=["symbol", "date"], how="anti"), fetched])
-    twice = merged.filter(pl.struct(*KEY).is_duplicated()).sort("date", "symbol", "source")
+    twice = fetched.filter(pl.struct(*KEY).is_duplicated()).sort("date", "symbol", "source")
     if not twice.is_empty():
         first = twice.row(0, named=True)
         sources = twice.filter(
@@ -96,7 +96,10 @@ def merge(previous: pl.DataFrame, plan: FetchPlan, fetched: pl.DataFrame) -> pl.
             f"{first['symbol']} {first['date']} comes from two files ({', '.join(sources)}): "
             "the bucket has overlapping 1d files; nothing was written"
         )
-    return merged
+    kept = previous.join(plan.drops, on=list(KEY), how="anti").join(
+        fetched.select(*KEY), on=list(KEY), how="anti"
+    )
+    return pl.concat([kept, fetched])
 
 
 def request_minimum(listed: Listed, fetched: Fetched) -> int:
@@ -225,6 +228,7 @@ def run(config: Config) -> None:
     )
     previous = read_volume_months(path, months)
     merged = merge(previous, plan, new_rows)
+    replaced = previous.height + new_rows.height - merged.height
     with staged_commit(journal_path(path)) as commit:
         rewritten = write_volume(merged, path, identity, previous=previous, commit=commit)
     checkpoint.clear()
@@ -232,7 +236,6 @@ def run(config: Config) -> None:
     rows = pl.scan_parquet(files) if files else pl.LazyFrame(schema=SCHEMA)
     totals = rows.select(rows=pl.len(), symbols=pl.col("symbol").n_unique()).collect()
     write_plot(config.paths.plots / VOLUME_PER_DAY, per_day(rows))
-    replaced = plan.drops.height
     write_json(
         config.paths.volume_metrics,
         run_metrics(

@@ -26,11 +26,13 @@ days after the newest monthly file come from daily files. What exists comes from
   symbol's next listing day, which still holds the re-uploaded day (the relisting window).
 
 Then a listed file is fetched only when no stored row has it as its source with the same ETag
-and size (a new file or a re-upload; a month already stored from its monthly file is fetched
-again only by an audit of its symbol, as the availability dataset's history changes only by
-an audit); a monthly file's rows replace all of its month's rows (the
-daily-sourced ones it supersedes included), a daily file's row replaces its day's row. Daily
-files of a month that has a monthly file are never fetched (neither listed nor direct).
+and size: a new file, or a re-upload, whichever listing shows it. A fetched file's rows replace
+the stored rows of the days they give. A monthly file replaces its whole month when it first
+supersedes the month's daily-sourced rows, and on an audit of its symbol, which also refetches
+a month whose stored rows are not all of the listed version. Otherwise the days a re-uploaded
+monthly file no longer gives keep their rows: the availability dataset's history changes only
+by an audit, and the two datasets change together. Daily files of a month that has a monthly
+file are never fetched (neither listed nor direct).
 
 Months are named by their first day, as pipeline.vision.layout.KlineLayout names them.
 """
@@ -336,7 +338,8 @@ class FetchPlan:
     files: pl.DataFrame
     """The files to GET (FILES_SCHEMA), sorted by symbol, kind, period."""
     drops: pl.DataFrame
-    """The stored (symbol, date) rows the fetched files replace (DROPS_SCHEMA), sorted."""
+    """The stored (symbol, date) rows dropped whatever the fetched files give (DROPS_SCHEMA),
+    sorted: the months a monthly file rebuilds."""
 
     def months(self) -> list[dt.date]:
         """The months the plan touches: those whose partitions may change."""
@@ -361,26 +364,18 @@ def plan_fetches(
     `stored`: STORED_SCHEMA; `monthly`, `daily`: what this run listed (LISTED_SCHEMA);
     `direct`: daily files to GET unlisted (DIRECT_SCHEMA, from `direct_days`). Only complete
     months and days within the dataset's dates count. A listed file that a stored row has as
-    its source, with the same ETag and size, is not fetched again; a direct file of a month
-    with a monthly file (stored or listed) is not fetched.
+    its source, with the same ETag and size, is not fetched again (but on an audit, for a month
+    with rows of another version); a direct file of a month with a monthly file (stored or
+    listed) is not fetched. The drops are the whole months a monthly file rebuilds; the days
+    the fetched files give replace their stored rows too (`merge` of the volume stage).
     """
     first_month = month_start(inputs.start_date)
     monthly = monthly.filter(
         pl.col("period").is_between(first_month, last_complete_month(inputs.last_date))
     )
     daily = daily.filter(pl.col("period").is_between(inputs.start_date, inputs.last_date))
-    stored_months = stored.filter(is_monthly_source()).select(
-        "symbol", period=pl.col("date").dt.truncate("1mo")
-    )
-    # A month stored from its monthly file is fetched again only by an audit of its symbol, as
-    # the availability dataset's history changes only by an audit: the two stay consistent.
-    stored_months = stored_months.unique()
-    monthly = pl.concat(
-        [
-            monthly.join(stored_months, on=["symbol", "period"], how="anti"),
-            monthly.filter(_audited(inputs)).join(stored_months, on=["symbol", "period"]),
-        ]
-    )
+    month = pl.col("date").dt.truncate("1mo")
+    stored_months = stored.filter(is_monthly_source()).select("symbol", period=month).unique()
     covered = pl.concat([stored_months, monthly.select("symbol", "period")]).unique()
     uncovered = covered.rename({"period": "month"})
     daily = (
@@ -396,29 +391,46 @@ def plan_fetches(
         .join(daily.select("symbol", "period"), on=["symbol", "period"], how="anti")
         .select(*DIRECT_SCHEMA, etag=pl.lit(None, pl.String()), size=pl.lit(None, pl.Int64()))
     )
-    sources = stored.select("symbol", key="source", etag="source_etag", size="source_size").unique()
-    files = (
-        pl.concat(
-            [
-                monthly.select(*LISTED_SCHEMA, kind=pl.lit(MONTHLY)),
-                daily.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
-                direct.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
-            ]
-        )
-        # A direct file's null ETag matches no stored source (nulls never join).
-        .join(sources, on=["symbol", "key", "etag", "size"], how="anti")
-        .sort("symbol", "kind", "period")
+    versions = stored.select("symbol", key="source", etag="source_etag", size="source_size")
+    listed_files = pl.concat(
+        [
+            monthly.select(*LISTED_SCHEMA, kind=pl.lit(MONTHLY)),
+            daily.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
+            direct.select(*LISTED_SCHEMA, kind=pl.lit(DAILY)),
+        ]
     )
-    by_month = files.filter(pl.col("kind") == MONTHLY).select("symbol", month=pl.col("period"))
-    by_day = files.filter(pl.col("kind") == DAILY).select("symbol", date=pl.col("period"))
-    keys = stored.select("symbol", "date", month=pl.col("date").dt.truncate("1mo"))
-    drops = (
-        pl.concat(
-            [
-                keys.join(by_month, on=["symbol", "month"]).select("symbol", "date"),
-                keys.join(by_day, on=["symbol", "date"]).select("symbol", "date"),
-            ]
+    # New or re-uploaded: no stored row has this version (a direct file's null ETag matches
+    # none: nulls never join).
+    changed = listed_files.join(versions.unique(), on=["symbol", "key", "etag", "size"], how="anti")
+    # An audit rebuilds each listed month whose stored rows are not all of this version (rows a
+    # re-upload without them left behind), as it rebuilds the availability of its dates.
+    stored_by_month = stored.select("symbol", "source", "source_etag", "source_size", period=month)
+    rebuilt = (
+        monthly.filter(_audited(inputs))
+        .join(stored_by_month, on=["symbol", "period"])
+        .filter(
+            (pl.col("source") != pl.col("key"))
+            | (pl.col("source_etag") != pl.col("etag"))
+            | (pl.col("source_size") != pl.col("size"))
         )
+        .select(*LISTED_SCHEMA, kind=pl.lit(MONTHLY))
+        .unique()
+    )
+    files = pl.concat([changed, rebuilt]).unique().sort("symbol", "kind", "period")
+    # A monthly file replaces its whole month when it first supersedes the month's daily rows,
+    # and on an audit; a re-upload seen by another listing replaces only the days it gives
+    # (the merge does that): availability's history changes only by an audit, and the days a
+    # re-upload dropped stay covered until one.
+    first_monthly = files.filter(pl.col("kind") == MONTHLY).join(
+        stored_months, on=["symbol", "period"], how="anti"
+    )
+    whole_months = pl.concat(
+        [first_monthly, files.filter((pl.col("kind") == MONTHLY) & _audited(inputs))]
+    ).select("symbol", month="period")
+    keys = stored.select("symbol", "date", month=month)
+    drops = (
+        keys.join(whole_months, on=["symbol", "month"])
+        .select("symbol", "date")
         .unique()
         .sort("symbol", "date")
     )
