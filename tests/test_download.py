@@ -237,6 +237,20 @@ def test_an_html_page_answered_200_is_refused():
 
 
 @responses.activate
+def test_a_redirect_is_refused_not_followed():
+    elsewhere = "https://login.example.test/portal"
+    responses.get(f"{DOWNLOAD}/{KEY}", status=302, headers={"Location": elsewhere})
+    responses.get(elsewhere, body=BODY, headers={"ETag": f'"{MD5}"'}, **ZIP)
+    message = refused(downloader(), listed(), DownloadError)
+    assert message == (
+        f"{KEY}: HTTP 302 from {DOWNLOAD}/{KEY}, redirected to {elsewhere!r}, which is not "
+        "followed; check vision.download_url and any proxy in front of it"
+    )
+    assert refusal(lambda: downloader().fetch_unlisted(KEY), DownloadError) == message
+    assert urls() == [f"{DOWNLOAD}/{KEY}"] * 2
+
+
+@responses.activate
 def test_another_object_is_refused_by_its_etag_header():
     other = "ffffffffffffffffffffffffffffffff"
     serve(etag=other)

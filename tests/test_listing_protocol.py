@@ -102,6 +102,22 @@ def test_every_404_is_an_error_naming_the_url_status_and_code(body, content_type
     assert len(responses.calls) == 1  # no retry changes a 404
 
 
+@responses.activate
+def test_a_redirect_is_an_error_naming_where_it_points_and_is_not_followed():
+    elsewhere = "https://other-bucket.example.test/"
+    responses.get(LIST_URL, status=301, headers={"Location": elsewhere})
+    responses.get(elsewhere, body=page([key(1)]), **XML)
+    with client(retries=3) as vision, pytest.raises(VisionError) as failure:
+        vision.list_page(PREFIX, subject=SYMBOL)
+    message = str(failure.value)
+    assert message.startswith(f"{SYMBOL}: listing failed (HTTP 301, not S3: text/plain) from")
+    assert message.endswith(
+        f": redirected to {elsewhere!r}, which is not followed; "
+        "check vision.listing_url and any proxy in front of it"
+    )
+    assert [call.request.url.split("?")[0] for call in responses.calls] == [LIST_URL]
+
+
 @pytest.mark.parametrize(
     ("body", "problem"),
     [

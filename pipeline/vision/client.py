@@ -211,7 +211,7 @@ class VisionClient:
             # URL or something in front of the bucket, and reading it as "no files" would
             # record every file of the symbol as removed.
             failure = _failure(subject, self.listing_url + "/", params, attempt, 0)
-            raise VisionError(failure + _hint(response.status_code, s3_error_code(attempt.body)))
+            raise VisionError(failure + _hint(response, s3_error_code(attempt.body)))
         content_type = _content_type(response)
         if content_type not in XML_CONTENT_TYPES:
             raise VisionError(
@@ -442,10 +442,10 @@ class ObjectGetter:
     """GETs of objects straight through the session's adapter (the same pooled connections,
     the same header deadline and body reading), without what requests' Session adds on each
     request: merging cookies, hooks and environment settings, re-parsing and re-quoting the
-    URL, following redirects (not followed for objects, on purpose: a 3xx is an answer the
-    download refuses, naming its status and URL). A volume
-    backfill sends ~60,000 GETs of kB-sized files from one interpreter, where that machinery
-    was about a third of the CPU time of each.
+    URL, the redirect machinery (no request of the client follows a redirect: a 3xx is an
+    answer, which the download refuses naming its status and URL). A volume backfill sends
+    ~60,000 GETs of kB-sized files from one interpreter, where that machinery was about a
+    third of the CPU time of each.
 
     `get` has `requests.Session.get`'s signature for `deadline.get_headers`; the URL must be
     complete and quoted already (no params).
@@ -456,10 +456,18 @@ class ObjectGetter:
         self._headers = dict(session.headers)
 
     def get(
-        self, url: str, *, params: dict[str, str], timeout: float, stream: bool
+        self,
+        url: str,
+        *,
+        params: dict[str, str],
+        timeout: float,
+        stream: bool,
+        allow_redirects: bool,
     ) -> requests.Response:
         if params:
             raise ValueError("an object's URL carries no params")
+        if allow_redirects:
+            raise ValueError("an object's GET follows no redirect")
         request = requests.PreparedRequest()
         request.method = "GET"
         request.url = url
@@ -499,8 +507,14 @@ def _content_type(response: requests.Response) -> str:
     return response.headers.get("Content-Type", "").split(";")[0].strip()
 
 
-def _hint(status: int, code: str | None) -> str:
+def _hint(response: requests.Response, code: str | None) -> str:
     """What to do about an answer no retry can change; empty when there is nothing to say."""
+    status = response.status_code
+    if response.is_redirect:
+        return (
+            f": redirected to {response.headers['Location']!r}, which is not followed; "
+            "check vision.listing_url and any proxy in front of it"
+        )
     if status == 404 and code == "NoSuchBucket":
         return ": no such bucket, check vision.listing_url"
     if status == 404:

@@ -41,7 +41,10 @@ def get_headers(
 ) -> requests.Response:
     token = _HEADERS_DEADLINE.set(deadline)
     try:
-        return session.get(url, params=params, timeout=_remaining(deadline), stream=True)
+        # A redirect is an answer, not a detour: where it points is not the bucket configured.
+        return session.get(
+            url, params=params, timeout=_remaining(deadline), stream=True, allow_redirects=False
+        )
     finally:
         _HEADERS_DEADLINE.reset(token)
 
