@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -293,6 +294,17 @@ def kill_repro_once(
         os.killpg(repro.pid, signal.SIGKILL)
         repro.wait()
     emulator.wait_until_idle()
+
+
+def vision_query_json(*args: str) -> list[str]:
+    """The installed `vision-query` console script's command line for a JSON answer."""
+    return [str(Path(sys.executable).parent / "vision-query"), *args, "--format", "json"]
+
+
+def answer(result: subprocess.CompletedProcess[str]) -> str:
+    """The standard output of a command that must succeed quietly (exit 0, no stderr)."""
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    return result.stdout
 
 
 # --- the session's project ------------------------------------------------------------------

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from devtools.scratch import MAKE_ENVIRONMENT, SOURCE, ScratchProject
 from pipeline.errors import PipelineError
 from pipeline.ops import remote
 from pipeline.ops.release import artifact_names, release_tags
+from tests import e2e_support as e2e
 
 pytestmark = pytest.mark.e2e
 
@@ -313,11 +313,8 @@ QUERIES = (
 
 
 def vision_query(cwd: Path, *args: str) -> str:
-    """The installed console script's JSON answer (exit 0, nothing on stderr)."""
-    command = [str(Path(sys.executable).parent / "vision-query"), *args, "--format", "json"]
-    result = consume(cwd, *command)
-    assert (result.returncode, result.stderr) == (0, ""), result.stderr
-    return result.stdout
+    """The installed console script's JSON answer in `cwd`."""
+    return e2e.answer(consume(cwd, *e2e.vision_query_json(*args)))
 
 
 def test_vision_query_on_a_dvc_get_outside_the_repository_answers_as_the_repository(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -318,11 +317,8 @@ def test_a_reuploaded_monthly_file_is_fetched_when_its_folder_is_next_listed(lat
 
 
 def vision_query(project: ScratchProject, *args: str) -> list[dict[str, Any]]:
-    """The installed console script's JSON answer in `project` (exit 0, nothing on stderr)."""
-    command = [str(Path(sys.executable).parent / "vision-query"), *args, "--format", "json"]
-    result = project.run(*command, check=False)
-    assert (result.returncode, result.stderr) == (0, ""), result.stderr
-    return json.loads(result.stdout)
+    """The installed console script's JSON answer in `project`."""
+    return json.loads(e2e.answer(project.run(*e2e.vision_query_json(*args), check=False)))
 
 
 def ranked_by_truth(

@@ -151,7 +151,7 @@ def test_an_older_due_month_with_days_missing_a_row_is_asked_about_at_once():
         stored(*rows), available("RELISTUSDT", dates("2024-03-01", "2024-03-31")), [], inputs
     )["RELISTUSDT"]
     assert state.old_uncovered_months == {MAR}
-    assert not inputs.lists_daily_folder("RELISTUSDT")
+    assert not inputs.is_listing_day("RELISTUSDT")
     assert needs_monthly_listing(state, inputs)
 
 
@@ -242,7 +242,7 @@ def test_the_listing_days_of_symbols_are_a_stable_hash_of_their_names():
         "2024-03-10": {"SOLUSDT"},
     }
     assert INPUTS.lookback_days == 5
-    assert {s for s in SYMBOLS if INPUTS.lists_daily_folder(s)} == {"SOLUSDT"}
+    assert {s for s in SYMBOLS if INPUTS.is_listing_day(s)} == {"SOLUSDT"}
 
 
 def test_which_daily_folders_a_day_lists_new_old_uncovered_audited_or_listing_day():

@@ -133,7 +133,7 @@ class VolumeInputs:
         listing day (at most lookback_days - 1 days later)."""
         return max(self.lookback_start - dt.timedelta(days=self.lookback_days), self.start_date)
 
-    def lists_daily_folder(self, symbol: str) -> bool:
+    def is_listing_day(self, symbol: str) -> bool:
         """Whether this run is the symbol's listing day (`is_listing_day` of last_date)."""
         return is_listing_day(symbol, self.last_date, self.lookback_days)
 
@@ -266,7 +266,7 @@ def needs_monthly_listing(state: SymbolState, inputs: VolumeInputs) -> bool:
         max(due) == complete
         or not state.stored
         or bool(state.old_uncovered_months.intersection(due))
-        or inputs.lists_daily_folder(state.symbol)
+        or inputs.is_listing_day(state.symbol)
     )
 
 
@@ -280,7 +280,7 @@ def lists_daily_folder(
         inputs.audits(state.symbol)
         or not state.stored
         or bool(state.old_uncovered_months - set(monthly_months))
-        or inputs.lists_daily_folder(state.symbol)
+        or inputs.is_listing_day(state.symbol)
     )
 
 
