@@ -251,7 +251,7 @@ def no_temporary_files(project: ScratchProject) -> bool:
 
 
 def start(project: ScratchProject, *command: str) -> subprocess.Popen[str]:
-    """`command` in `project`, as ScratchProject.run runs it, without waiting for it."""
+    """`command` in `project`, as ScratchProject.run runs it, without waiting for it (`finish`)."""
     return subprocess.Popen(
         command,
         cwd=project.root,
@@ -259,7 +259,20 @@ def start(project: ScratchProject, *command: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, for `finish` to kill whole
     )
+
+
+def finish(running: subprocess.Popen[str], *, within_s: float = 600) -> tuple[str, str]:
+    """The output of a command `start`ed, once it ends; killed with its children if it has
+    not ended within `within_s` (a bound, not a measure: it must not outlive the test and
+    send requests the next tests would count)."""
+    try:
+        return running.communicate(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(running.pid, signal.SIGKILL)
+        running.communicate()
+        raise
 
 
 def kill_repro_once(

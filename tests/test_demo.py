@@ -164,10 +164,18 @@ def test_a_kept_project_without_its_emulator_says_to_start_it(ran: Demo, tmp_pat
     # A copy: this run must not change what the other tests see.
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(ran.kept), str(copy)], check=True)
-    url = urlsplit(params(copy)["vision"]["listing_url"])
-    with socket.socket() as probe:  # nothing listens there: the demo's emulator has stopped
-        assert probe.connect_ex(("127.0.0.1", url.port)) != 0
-    update = kept_make(copy, "update", "LOOKBACK_DAYS=1")
+    demo_port = urlsplit(params(copy)["vision"]["listing_url"]).port
+    # The demo's emulator has stopped, and its port is free for any other test's server to take:
+    # the copy is moved to a port bound here, never listening, where connections are refused.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        text = (copy / "params.yaml").read_text(encoding="utf-8")
+        moved = text.replace(f"127.0.0.1:{demo_port}", f"127.0.0.1:{port}")
+        (copy / "params.yaml").write_text(moved, encoding="utf-8")
+        url = urlsplit(params(copy)["vision"]["listing_url"])
+        assert url.port == port
+        update = kept_make(copy, "update", "LOOKBACK_DAYS=1")
     assert update.returncode != 0
     # The last line before make's own ("make: *** [Makefile:…: update] Error 255").
     last = [line for line in update.stderr.splitlines() if not line.startswith("make:")][-1]

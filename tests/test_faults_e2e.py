@@ -88,11 +88,11 @@ def test_a_slowdowns_retry_after_is_honoured_up_to_the_request_timeout(emulator)
     # Without Retry-After the zero backoff would retry at once; with it, the retry waits 1 s.
     requests, seconds = failed_listing(retry_after_s=1, timeout_s=5, retries=1)
     assert requests == 2 and 1 <= seconds < 4
-    # An hour is capped to the 0.5 s timeout: the client retries instead of sleeping (or giving
-    # up at once because an hour does not fit its budget). The budget (0.5 s x 2 retries) ends
+    # An hour is capped to the 2 s timeout: the client retries instead of sleeping (or giving
+    # up at once because an hour does not fit its budget). The budget (2 s x 2 retries) ends
     # before the second retry's wait would.
-    requests, seconds = failed_listing(retry_after_s=3600, timeout_s=0.5, retries=2)
-    assert requests == 2 and 0.5 <= seconds < 4
+    requests, seconds = failed_listing(retry_after_s=3600, timeout_s=2, retries=2)
+    assert requests == 2 and 2 <= seconds < 8
 
 
 # --- permanent faults -----------------------------------------------------------------------
@@ -199,12 +199,13 @@ def test_a_make_command_during_dvc_repro_fails_at_once_on_dvcs_lock_and_changes_
     params.yaml back; the run goes on, unharmed. Two operator commands do not even get that far:
     the second fails on the checkout's operator lock, naming the first."""
     project = built.project.copy(tmp_path / "repo")
-    # Hold the run in its update: ETHUSDT's listing gets a 503 with Retry-After 3 s, every
-    # time, for up to 20 retries; clearing the knobs lets it go on within 3 s.
-    project.set_params({"probe": {"retries": 20}})
-    project.commit("hold the run for up to 60 s")
+    # Hold the run in its update: ETHUSDT's listing gets a 503 with Retry-After 10 s, every
+    # time, for up to 20 retries: 200 s, far longer than the commands below take on a loaded
+    # machine. Clearing the knobs lets it go on within 10 s.
+    project.set_params({"probe": {"retries": 20, "timeout_s": 10}})
+    project.commit("hold the run for up to 200 s")
     prefix = LAYOUT.symbol_prefix("ETHUSDT")
-    emulator.set_knobs(Knobs(retry_after_s=3, prefix_faults={prefix: "slowdown"}))
+    emulator.set_knobs(Knobs(retry_after_s=10, prefix_faults={prefix: "slowdown"}))
     running = e2e.start(project, "dvc", "repro")
     try:
         hold_until(lambda: slowdowns(emulator) > 0, running)  # the run is inside its update
@@ -216,7 +217,7 @@ def test_a_make_command_during_dvc_repro_fails_at_once_on_dvcs_lock_and_changes_
         still_held = running.poll() is None
     finally:
         emulator.set_knobs(Knobs())
-        _, err = running.communicate(timeout=60)
+        _, err = e2e.finish(running)
 
     for second in seconds:
         assert second.returncode != 0

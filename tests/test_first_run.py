@@ -36,11 +36,11 @@ DNS_FAILURE = "nonexistent.invalid"
 
 @contextlib.contextmanager
 def closed_port() -> Iterator[int]:
-    """A port nothing listens on: bound once, then closed (the kernel refuses connections)."""
+    """A port nothing listens on: bound, never listening, so the kernel refuses connections,
+    and kept bound meanwhile, so no other server (another test's, say) can take it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port
+        yield sock.getsockname()[1]
 
 
 @contextlib.contextmanager

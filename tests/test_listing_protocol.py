@@ -404,20 +404,21 @@ def test_response_headers_that_always_trickle_fail_after_the_retries_made(slow_h
     url, state = slow_headers
     state["slow"] = 99
     with (
-        VisionClient(url, timeout_s=0.5, retries=2, backoff_s=0, pool_size=1) as vision,
+        VisionClient(url, timeout_s=2, retries=2, backoff_s=0, pool_size=1) as vision,
         pytest.raises(VisionError) as failure,
     ):
         vision.list_page(PREFIX, subject=SYMBOL)
-    # Two attempts of 0.5 s spend the 1 s budget: one retry was made, the next never sent.
+    # Two attempts of 2 s spend the 4 s budget: one retry was made, the next never sent.
     assert str(failure.value).startswith(
-        f"{SYMBOL}: listing failed after 1 retry (timed out, out of the 1s retry budget) from "
+        f"{SYMBOL}: listing failed after 1 retry (timed out, out of the 4s retry budget) from "
     )
     assert (state["served"], vision.requests) == (2, 2)
 
 
 def test_response_headers_that_trickle_are_retried_as_a_timeout(slow_headers):
     url, state = slow_headers
-    with VisionClient(url, timeout_s=0.5, retries=2, backoff_s=0, pool_size=1) as vision:
+    # The retry has the 2 s the first attempt left of the budget: room for a loaded machine.
+    with VisionClient(url, timeout_s=2, retries=2, backoff_s=0, pool_size=1) as vision:
         listed = vision.list_page(PREFIX, subject=SYMBOL)
     assert listed.keys == [key(1)]
     assert (state["served"], vision.requests, vision.retries) == (2, 2, 1)

@@ -42,7 +42,7 @@ def project(tmp_path, built, emulator) -> ScratchProject:
 def kill_once_checkpointed(project: ScratchProject, emulator: Emulator, symbols: int) -> set[str]:
     """Run `dvc repro`, SIGKILL it (and its stage) once `symbols` are checkpointed."""
     folder = project.root / CHECKPOINT
-    e2e.kill_repro_once(project, emulator, folder, "*.parquet", symbols, within_s=60)
+    e2e.kill_repro_once(project, emulator, folder, "*.parquet", symbols, within_s=180)
     return {unquote(path.stem) for path in folder.glob("*.parquet")}
 
 

@@ -420,7 +420,8 @@ def test_a_dead_endpoint_fails_within_timeout_times_retries(black_hole):
     ):
         dead.list_page(LAYOUT.symbol_prefix("BTCUSDT"), subject="BTCUSDT")
     message = str(failure.value)
-    assert message.startswith("BTCUSDT: listing failed after ")
+    # How many retries fit depends on the machine's load; that the budget ends them does not.
+    assert message.startswith("BTCUSDT: listing failed ")
     assert "(timed out, out of the 1s retry budget) from http://127.0.0.1:" in message
     assert dead.requests < 5
 

@@ -24,6 +24,7 @@ import itertools
 import json
 import random
 import re
+import select
 import socket
 import struct
 import threading
@@ -292,9 +293,13 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
-    def open_connections(self) -> int:
+    def busy(self) -> bool:
+        """Whether a connection is open, or one waits to be accepted."""
         with self._open_lock:
-            return len(self._open)
+            if self._open:
+                return True
+        waiting, _, _ = select.select([self.socket], [], [], 0)
+        return bool(waiting)
 
     def close_open_connections(self) -> None:
         """End keep-alive connections too, so a stopped emulator answers nobody."""
@@ -840,8 +845,8 @@ class Emulator:
     def reset_counters(self) -> None:
         self._state.counters.reset()
 
-    def wait_until_idle(self, *, quiet_s: float = 0.25, within_s: float = 30) -> None:
-        """Wait until no connection is open and no request came for `quiet_s`.
+    def wait_until_idle(self, *, quiet_s: float = 0.5, within_s: float = 30) -> None:
+        """Wait until no connection is open or waiting, and no request came, for `quiet_s`.
 
         A client killed mid-request leaves requests behind: some in a handler's latency
         sleep, some still unread in a socket. They are counted when a handler gets to
@@ -856,7 +861,7 @@ class Emulator:
             time.sleep(_SHUTDOWN_POLL_S)
             now = time.monotonic()
             requests = self._state.counters.snapshot()["requests"]
-            if requests != seen or self._server.open_connections():
+            if requests != seen or self._server.busy():
                 seen, quiet_since = requests, now
             elif now - quiet_since >= quiet_s:
                 return
