@@ -206,9 +206,7 @@ def symbol_states(
         .group_by("symbol", "monthly")
         .agg("month")
     )
-    uncovered_days = available.join(
-        stored.select("symbol", "date"), on=["symbol", "date"], how="anti"
-    )
+    uncovered_days = _uncovered(available, stored)
     by_month = {
         "uncovered_months": uncovered_days,
         "recent_months": available.filter(pl.col("date") >= inputs.relist_start),
@@ -231,6 +229,11 @@ def _in_dates(available: pl.DataFrame, inputs: VolumeInputs) -> pl.DataFrame:
     return available.filter(pl.col("date").is_between(inputs.start_date, inputs.last_date)).select(
         "symbol", "date"
     )
+
+
+def _uncovered(available: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """The available (symbol, date) with no stored volume row."""
+    return available.join(stored.select("symbol", "date"), on=["symbol", "date"], how="anti")
 
 
 def is_monthly_source() -> pl.Expr:
@@ -323,14 +326,10 @@ def direct_days(
     day of the lookback window with no volume row, of `symbols` (those planned whose daily
     folder this run does not list). Days of months with a monthly file are dropped by
     `plan_fetches`, which knows the months listed this run."""
-    return (
-        _in_dates(available, inputs)
-        .filter(pl.col("date") >= inputs.lookback_start, pl.col("symbol").is_in(list(symbols)))
-        .join(stored.select("symbol", "date"), on=["symbol", "date"], how="anti")
-        .unique()
-        .sort("symbol", "date")
-        .cast(DAYS_SCHEMA)
+    in_window = _in_dates(available, inputs).filter(
+        pl.col("date") >= inputs.lookback_start, pl.col("symbol").is_in(list(symbols))
     )
+    return _uncovered(in_window, stored).unique().sort("symbol", "date").cast(DAYS_SCHEMA)
 
 
 @dataclass(frozen=True)
