@@ -439,6 +439,11 @@ def test_an_audit_rebuilds_a_month_a_reupload_left_rows_of_an_older_version_in()
     assert files(plan) == {(MONTHLY, "BTCUSDT", JAN)}
     assert drops(plan) == {("BTCUSDT", d) for d in dates("2024-01-01", "2024-01-31")}
 
+    # An audit of other dates rebuilds no January: its availability is not re-derived either.
+    february = Repair(("BTCUSDT",), since=FEB, until=D("2024-02-29"))
+    ranged = VolumeInputs(**{**INPUTS.__dict__, "repair": february})
+    assert files(plan_fetches(stored(*rows), monthly, listed([]), ranged)) == set()
+
 
 def test_a_new_monthly_file_supersedes_its_months_daily_rows_and_files():
     rows = from_daily("BTCUSDT", dates("2024-02-01", "2024-02-29"))

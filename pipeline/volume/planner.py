@@ -440,13 +440,15 @@ def plan_fetches(
 
 
 def _audited(inputs: VolumeInputs) -> pl.Expr:
-    """Whether a row's symbol is audited this run (`run.repair`)."""
+    """Whether a file's (symbol, period) is audited this run (`run.repair`): its symbol is
+    one of the repair's, and its month one of the repair's dates."""
     repair = inputs.repair
     if repair is None:
         return pl.lit(value=False)
+    in_dates = pl.col("period").dt.truncate("1mo").is_in(inputs.audit_months())
     if repair.symbols is None:
-        return pl.lit(value=True)
-    return pl.col("symbol").is_in(list(repair.symbols))
+        return in_dates
+    return in_dates & pl.col("symbol").is_in(list(repair.symbols))
 
 
 def listed(rows: Sequence[tuple[str, dt.date, str, str, int]]) -> pl.DataFrame:
