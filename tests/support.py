@@ -290,6 +290,15 @@ def s3_error(code: str, message: str = "") -> str:
 
 
 @contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on: bound, never listening, so the kernel refuses connections,
+    and kept bound meanwhile, so no other server (another test's, say) can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
 def raw_http_server(answer: Callable[[socket.socket, int], None]) -> Iterator[str]:
     """A listener on 127.0.0.1 calling `answer(connection, n)` for its n-th connection (from 1),
     each on a thread of its own; yields the bucket URL. `answer` must end by itself."""

@@ -29,6 +29,7 @@ import yaml
 
 from devtools import demo
 from devtools.scratch import MAKE_ENVIRONMENT
+from tests.support import closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -167,9 +168,7 @@ def test_a_kept_project_without_its_emulator_says_to_start_it(ran: Demo, tmp_pat
     demo_port = urlsplit(params(copy)["vision"]["listing_url"]).port
     # The demo's emulator has stopped, and its port is free for any other test's server to take:
     # the copy is moved to a port bound here, never listening, where connections are refused.
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        port = held.getsockname()[1]
+    with closed_port() as port:
         text = (copy / "params.yaml").read_text(encoding="utf-8")
         moved = text.replace(f"127.0.0.1:{demo_port}", f"127.0.0.1:{port}")
         (copy / "params.yaml").write_text(moved, encoding="utf-8")

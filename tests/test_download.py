@@ -243,8 +243,9 @@ def test_a_redirect_is_refused_not_followed():
     responses.get(elsewhere, body=BODY, headers={"ETag": f'"{MD5}"'}, **ZIP)
     message = refused(downloader(), listed(), DownloadError)
     assert message == (
-        f"{KEY}: HTTP 302 from {DOWNLOAD}/{KEY}, redirected to {elsewhere!r}, which is not "
-        "followed; check vision.download_url and any proxy in front of it"
+        f"{KEY}: download failed (HTTP 302, not S3: text/plain) from {DOWNLOAD}/{KEY}: "
+        f"redirected to {elsewhere!r}, which is not followed; check vision.download_url and "
+        "any proxy in front of it"
     )
     assert refusal(lambda: downloader().fetch_unlisted(KEY), DownloadError) == message
     assert urls() == [f"{DOWNLOAD}/{KEY}"] * 2

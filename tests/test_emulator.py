@@ -922,6 +922,7 @@ def test_trickle_knob_sends_the_body_a_byte_at_a_time(emulator: Emulator) -> Non
         received = b""
         while b"\r\n\r\n" not in received:
             received += raw.recv(65536)
+        assert len(received.partition(b"\r\n\r\n")[2]) < 3  # the body comes after the head
         while len(received.partition(b"\r\n\r\n")[2]) < 3:
             received += raw.recv(65536)
         waited = time.monotonic() - started

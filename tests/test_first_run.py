@@ -25,6 +25,7 @@ from devtools.scratch import ScratchProject
 from pipeline.ops import cli as ops_cli
 from pipeline.vision.client import VisionClient, VisionError, unreachable
 from tests import e2e_support as e2e
+from tests.support import closed_port
 
 HASH_WARNING = "No file hash info found"
 BUCKET_PATH = "/data.binance.vision"
@@ -32,15 +33,6 @@ DNS_FAILURE = "nonexistent.invalid"
 
 
 # --- real sockets on 127.0.0.1 --------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def closed_port() -> Iterator[int]:
-    """A port nothing listens on: bound, never listening, so the kernel refuses connections,
-    and kept bound meanwhile, so no other server (another test's, say) can take it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -220,6 +220,11 @@ class Counters:
         with self._lock:
             self._faults[name] += 1
 
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -855,12 +860,12 @@ class Emulator:
         if self._server is None:
             raise RuntimeError("the emulator is not running")
         deadline = time.monotonic() + within_s
-        seen = self._state.counters.snapshot()["requests"]
+        seen = self._state.counters.requests
         quiet_since = time.monotonic()
         while True:
             time.sleep(_SHUTDOWN_POLL_S)
             now = time.monotonic()
-            requests = self._state.counters.snapshot()["requests"]
+            requests = self._state.counters.requests
             if requests != seen or self._server.busy():
                 seen, quiet_since = requests, now
             elif now - quiet_since >= quiet_s:

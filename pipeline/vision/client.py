@@ -211,7 +211,7 @@ class VisionClient:
             # URL or something in front of the bucket, and reading it as "no files" would
             # record every file of the symbol as removed.
             failure = _failure(subject, self.listing_url + "/", params, attempt, 0)
-            raise VisionError(failure + _hint(response, s3_error_code(attempt.body)))
+            raise VisionError(failure + _hint(response.status_code, s3_error_code(attempt.body)))
         content_type = _content_type(response)
         if content_type not in XML_CONTENT_TYPES:
             raise VisionError(
@@ -262,8 +262,9 @@ class VisionClient:
     def get_object(self, url: str, *, subject: str) -> ObjectAnswer:
         """One object's GET at `url`, with the listing's session, retries, budget and deadlines.
 
-        Returns the final answer, whatever its status (a 404 or 403 is the caller's to judge);
-        raises VisionError, naming `subject`, once the retries or the budget run out.
+        Returns the final answer, whatever its status (a 404 or 403 is the caller's to judge)
+        but a redirect; raises VisionError, naming `subject`, on a redirect or once the retries
+        or the budget run out.
         """
         attempt = self._get({}, subject, url=url, action="download")
         response = attempt.response
@@ -283,8 +284,8 @@ class VisionClient:
 
         Each attempt, body included, has probe.timeout_s; all attempts and the waits between
         them share the budget. Returns a complete answer, which may be an error status no retry
-        can change (a 404, a 403) for the caller to judge; raises VisionError once the retries
-        or the budget run out.
+        can change (a 404, a 403) for the caller to judge; raises VisionError on a redirect
+        (`_refuse_redirect`) or once the retries or the budget run out.
         """
         url = url or self.listing_url + "/"
         retry = self.retry
@@ -304,6 +305,7 @@ class VisionClient:
             if answer is not None and not retry.is_retry(
                 "GET", answer.status, "Retry-After" in answer.headers
             ):
+                _refuse_redirect(subject, url, params, retry, attempt, action=action)
                 return attempt
             try:
                 following = retry.increment("GET", url, response=answer, error=fault)
@@ -442,8 +444,8 @@ class ObjectGetter:
     """GETs of objects straight through the session's adapter (the same pooled connections,
     the same header deadline and body reading), without what requests' Session adds on each
     request: merging cookies, hooks and environment settings, re-parsing and re-quoting the
-    URL, the redirect machinery (no request of the client follows a redirect: a 3xx is an
-    answer, which the download refuses naming its status and URL). A volume backfill sends
+    URL, the redirect machinery (no request of the client follows a redirect: `_get` refuses
+    a 3xx, naming where it points). A volume backfill sends
     ~60,000 GETs of kB-sized files from one interpreter, where that machinery was about a
     third of the CPU time of each.
 
@@ -462,12 +464,10 @@ class ObjectGetter:
         params: dict[str, str],
         timeout: float,
         stream: bool,
-        allow_redirects: bool,
+        allow_redirects: bool,  # False from get_headers; this getter never follows one
     ) -> requests.Response:
         if params:
             raise ValueError("an object's URL carries no params")
-        if allow_redirects:
-            raise ValueError("an object's GET follows no redirect")
         request = requests.PreparedRequest()
         request.method = "GET"
         request.url = url
@@ -507,14 +507,31 @@ def _content_type(response: requests.Response) -> str:
     return response.headers.get("Content-Type", "").split(";")[0].strip()
 
 
-def _hint(response: requests.Response, code: str | None) -> str:
+def _refuse_redirect(
+    subject: str,
+    url: str,
+    params: dict[str, str],
+    retry: Retry,
+    attempt: _Attempt,
+    *,
+    action: str,
+) -> None:
+    """No request follows a redirect: a 3xx points away from the configured endpoint (a
+    portal, another bucket), so it stops the run, naming where it points."""
+    response = attempt.response
+    assert response is not None
+    if not 300 <= response.status_code < 400:
+        return
+    setting = "vision.listing_url" if action == "listing" else "vision.download_url"
+    failure = _failure(subject, url, params, attempt, len(retry.history), action=action)
+    raise VisionError(
+        f"{failure}: redirected to {response.headers.get('Location')!r}, which is not "
+        f"followed; check {setting} and any proxy in front of it"
+    )
+
+
+def _hint(status: int, code: str | None) -> str:
     """What to do about an answer no retry can change; empty when there is nothing to say."""
-    status = response.status_code
-    if response.is_redirect:
-        return (
-            f": redirected to {response.headers['Location']!r}, which is not followed; "
-            "check vision.listing_url and any proxy in front of it"
-        )
     if status == 404 and code == "NoSuchBucket":
         return ": no such bucket, check vision.listing_url"
     if status == 404:

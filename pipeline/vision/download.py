@@ -179,16 +179,9 @@ class Downloader:
 
     def _get(self, key: str) -> ObjectAnswer:
         try:
-            answer = self.client.get_object(self.url(key), subject=key)
+            return self.client.get_object(self.url(key), subject=key)
         except VisionError as exc:
             raise DownloadError(str(exc)) from None
-        if 300 <= answer.status < 400:
-            location = answer.headers.get("Location")
-            raise DownloadError(
-                f"{key}: HTTP {answer.status} from {answer.url}, redirected to {location!r}, "
-                "which is not followed; check vision.download_url and any proxy in front of it"
-            )
-        return answer
 
     def _count(self, **increments: int) -> None:
         with self._lock:

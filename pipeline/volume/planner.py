@@ -1,5 +1,5 @@
 """The volume planner: which 1d folders a run lists, then which files it fetches and which
-stored rows those files replace, as pure functions of what is known.
+stored months those files rebuild, as pure functions of what is known.
 
 Cheap sources first. A complete month comes from its monthly file (one GET for up to 31 rows);
 days after the newest monthly file come from daily files. What exists comes from listings:
@@ -28,11 +28,11 @@ days after the newest monthly file come from daily files. What exists comes from
 Then a listed file is fetched only when no stored row has it as its source with the same ETag
 and size: a new file, or a re-upload, whichever listing shows it. A fetched file's rows replace
 the stored rows of the days they give. A monthly file replaces its whole month when it first
-supersedes the month's daily-sourced rows, and on an audit of its symbol, which also refetches
-a month whose stored rows are not all of the listed version. Otherwise the days a re-uploaded
-monthly file no longer gives keep their rows: the availability dataset's history changes only
-by an audit, and the two datasets change together. Daily files of a month that has a monthly
-file are never fetched (neither listed nor direct).
+supersedes the month's daily-sourced rows, and on an audit of its symbol and dates, which also
+refetches a month whose stored rows are not all of the listed version. Otherwise the days a
+re-uploaded monthly file no longer gives keep their rows: the availability dataset's history
+changes only by an audit, and the two datasets change together. Daily files of a month that
+has a monthly file are never fetched (neither listed nor direct).
 
 Months are named by their first day, as pipeline.vision.layout.KlineLayout names them.
 """
@@ -70,6 +70,7 @@ AVAILABLE_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Da
 """The available (date, symbol) of the availability dataset."""
 
 DROPS_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
+"""Stored rows dropped whatever the fetched files give: those of the months rebuilt."""
 
 DAYS_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "date": pl.Date()}
 """(symbol, day) pairs: the days a run GETs directly."""
@@ -358,7 +359,7 @@ def plan_fetches(
     inputs: VolumeInputs,
     direct: pl.DataFrame | None = None,
 ) -> FetchPlan:
-    """The files to fetch and the stored rows they replace.
+    """The files to fetch and the stored months they rebuild.
 
     `stored`: STORED_SCHEMA; `monthly`, `daily`: what this run listed (LISTED_SCHEMA);
     `direct`: daily files to GET unlisted (DIRECT_SCHEMA, from `direct_days`). Only complete
@@ -373,8 +374,8 @@ def plan_fetches(
         pl.col("period").is_between(first_month, last_complete_month(inputs.last_date))
     )
     daily = daily.filter(pl.col("period").is_between(inputs.start_date, inputs.last_date))
-    month = pl.col("date").dt.truncate("1mo")
-    stored_months = stored.filter(is_monthly_source()).select("symbol", period=month).unique()
+    stored = stored.with_columns(period=pl.col("date").dt.truncate("1mo"))  # the row's month
+    stored_months = stored.filter(is_monthly_source()).select("symbol", "period").unique()
     covered = pl.concat([stored_months, monthly.select("symbol", "period")]).unique()
     uncovered = covered.rename({"period": "month"})
     daily = (
@@ -401,12 +402,11 @@ def plan_fetches(
     # New or re-uploaded: no stored row has this version (a direct file's null ETag matches
     # none: nulls never join).
     changed = listed_files.join(versions.unique(), on=["symbol", "key", "etag", "size"], how="anti")
-    # An audit rebuilds each listed month whose stored rows are not all of this version (rows a
-    # re-upload without them left behind), as it rebuilds the availability of its dates.
-    stored_by_month = stored.select("symbol", "source", "source_etag", "source_size", period=month)
+    # An audit rebuilds each listed month of its dates whose stored rows are not all of this
+    # version (rows a re-upload without them left behind), as it rebuilds their availability.
     rebuilt = (
         monthly.filter(_audited(inputs))
-        .join(stored_by_month, on=["symbol", "period"])
+        .join(stored, on=["symbol", "period"])
         .filter(
             (pl.col("source") != pl.col("key"))
             | (pl.col("source_etag") != pl.col("etag"))
@@ -425,10 +425,9 @@ def plan_fetches(
     )
     whole_months = pl.concat(
         [first_monthly, files.filter((pl.col("kind") == MONTHLY) & _audited(inputs))]
-    ).select("symbol", month="period")
-    keys = stored.select("symbol", "date", month=month)
+    ).select("symbol", "period")
     drops = (
-        keys.join(whole_months, on=["symbol", "month"])
+        stored.join(whole_months, on=["symbol", "period"])
         .select("symbol", "date")
         .unique()
         .sort("symbol", "date")
